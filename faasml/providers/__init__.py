@@ -1,0 +1,1 @@
+"""Function backends (FaaS platforms), one subpackage each."""

@@ -1,0 +1,1 @@
+"""Tools for testing faasml backends and plugins: conformance suites and fixtures."""
