@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -138,11 +139,11 @@ def load_config_file() -> dict[str, Any]:
 
 def constructor_parameters(cls: type) -> dict[str, inspect.Parameter]:
     """The keyword parameters a backend class accepts."""
-    sig = inspect.signature(cls.__init__)
+    sig = inspect.signature(cls)
     return {
         name: p
         for name, p in sig.parameters.items()
-        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
 
 
@@ -153,7 +154,7 @@ def backend_options(name: str, cls: type, explicit: Mapping[str, Any]) -> dict[s
     """
     params = constructor_parameters(cls)
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
     except Exception:  # unresolvable annotations in a third-party backend: skip coercion
         hints = {}
     merged: dict[str, Any] = {}

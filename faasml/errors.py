@@ -109,7 +109,7 @@ class DataFormatError(FaaSMLError, ValueError):
 
 
 class InvalidKeyError(FaaSMLError, ValueError):
-    """An object key is empty, absolute, or has ``..``/empty segments that could escape the store."""
+    """An object key is empty, absolute, or has ``..``/empty segments: it escapes."""
 
 
 class InvalidTopicError(FaaSMLError, ValueError):

@@ -1,4 +1,4 @@
-"""The three interfaces every backend implements: :class:`Function`, :class:`ObjectStore`, :class:`PubSub`.
+"""The three interfaces every backend implements: Function, ObjectStore and PubSub.
 
 Each is an ABC with a handful of abstract primitives; everything else is derived from them, so a
 backend that forgets a primitive fails when it is instantiated, not deep inside a cloud job.
@@ -11,6 +11,7 @@ constructor keyword arguments in which secrets stay ``{"$env": "VAR"}`` referenc
 from __future__ import annotations
 
 import abc
+import builtins
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -129,7 +130,9 @@ class ObjectStore(_Configurable):
     supports_conditional_put: ClassVar[bool] = True
 
     @abc.abstractmethod
-    def put(self, key: str, data: bytes | bytearray | memoryview, *, if_absent: bool = False) -> None:
+    def put(
+        self, key: str, data: bytes | bytearray | memoryview, *, if_absent: bool = False
+    ) -> None:
         """Store ``data`` under ``key``, replacing any previous object atomically.
 
         :param if_absent: write only if no object has that key (write-once objects).
@@ -138,7 +141,7 @@ class ObjectStore(_Configurable):
 
     @abc.abstractmethod
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        """Return the object's bytes, or the range ``[start, end)`` like slicing ``data[start:end]``.
+        """Return the object's bytes, or the range ``[start, end)`` as ``data[start:end]`` would.
 
         Negative bounds are not supported (they are not portable); ``end`` past the object is
         clamped as slicing does.
@@ -162,7 +165,7 @@ class ObjectStore(_Configurable):
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Yield the objects whose key starts with ``prefix`` (a plain string prefix), sorted by key."""
+        """Yield the objects whose key starts with ``prefix`` (a plain string), sorted by key."""
 
     # ---- derived
     def exists(self, key: str) -> bool:
@@ -184,7 +187,7 @@ class ObjectStore(_Configurable):
                 pass  # someone else deleted it meanwhile: the goal is reached either way
         return count
 
-    def get_many(self, keys: list[str]) -> list[bytes]:
+    def get_many(self, keys: builtins.list[str]) -> builtins.list[bytes]:
         """Return the contents of several objects, in order."""
         return [self.get(k) for k in keys]
 
@@ -257,7 +260,7 @@ class Subscription(abc.ABC):
 
     @abc.abstractmethod
     def get_many(self, max_messages: int = 10, timeout: float | None = None) -> list[Message]:
-        """Wait up to ``timeout`` seconds (``None``: forever) for messages; return 0..max of them."""
+        """Wait up to ``timeout`` seconds (``None``: forever); return up to ``max_messages``."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -309,7 +312,7 @@ class PubSub(_Configurable):
 
     @abc.abstractmethod
     def ensure_group(self, topic: str, group: str) -> None:
-        """Create ``group`` on ``topic`` if missing, so messages published from now on wait for it."""
+        """Create ``group`` on ``topic`` if missing; messages published from now on wait for it."""
 
     def publish_many(self, topic: str, items: list[bytes]) -> None:
         """Publish several messages; backends may batch them."""
