@@ -24,6 +24,7 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
+import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -110,6 +111,13 @@ class CloudConfig:
                 f"{config_path()}: unknown option(s) {sorted(unknown)}; valid top-level options: "
                 f"{cls.field_names()}, plus [backends.<name>] tables"
             )
+        for name, value in values.items():
+            source = "argument" if name in explicit else f"{config_path()}"
+            if not _matches(value, hints[name]):
+                raise ConfigurationError(
+                    f"option {name!r} ({source}) must be {_type_name(hints[name])}, "
+                    f"got {type(value).__name__} {value!r}"
+                )
         return cls(**values)
 
 
@@ -158,7 +166,12 @@ def backend_options(name: str, cls: type, explicit: Mapping[str, Any]) -> dict[s
     except Exception:  # unresolvable annotations in a third-party backend: skip coercion
         hints = {}
     merged: dict[str, Any] = {}
-    section = load_config_file().get("backends", {}).get(name, {})
+    tables = load_config_file().get("backends", {})
+    if not isinstance(tables, dict):
+        raise ConfigurationError(
+            f"{config_path()}: 'backends' must be a table of [backends.<name>]"
+        )
+    section = tables.get(name, {})
     if not isinstance(section, dict):
         raise ConfigurationError(f"{config_path()}: [backends.{name}] must be a table")
     _reject_unknown(section, params, f"{config_path()} [backends.{name}]")
@@ -180,10 +193,44 @@ def _reject_unknown(given: Mapping[str, Any], params: Mapping[str, Any], where: 
         )
 
 
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the annotation ``hint`` (ints are accepted for floats)."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is not None:
+        return isinstance(value, origin)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "")
+
+
 def _coerce(raw: str, hint: Any, source: str) -> Any:
     """Turn an environment string into the annotated type."""
+    if typing.get_origin(hint) is typing.Literal:
+        for allowed in typing.get_args(hint):
+            if str(allowed) == raw.strip():
+                return allowed
+        raise ConfigurationError(f"{source}={raw!r} is not one of {list(typing.get_args(hint))}")
     options = typing.get_args(hint) or (hint,)
     for target in options:
+        if typing.get_origin(target) is typing.Literal:
+            try:
+                return _coerce(raw, target, source)
+            except ConfigurationError:
+                continue
         if target is type(None):
             if raw.strip().lower() in ("", "none", "null"):
                 return None

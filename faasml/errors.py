@@ -139,8 +139,8 @@ class FunctionError(FaaSMLError):
     :param remote_traceback: the formatted remote traceback.
     """
 
-    remote_type: str
-    remote_traceback: str
+    remote_type: str | None = None
+    remote_traceback: str | None = None
 
 
 class ProviderError(FaaSMLError):

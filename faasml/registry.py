@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
+import os
 from typing import Any
 
 from faasml.errors import MissingDependencyError, PluginError, UnknownBackendError
-from faasml.hooks.types import BackendKind, BackendRecord
+from faasml.hooks.types import (
+    BackendKind,
+    BackendRecord,
+    FunctionBackend,
+    ObjectStoreBackend,
+    PubSubBackend,
+)
 
 __all__ = ["backend_class", "backend_record", "backends", "clear_cache"]
 
@@ -16,6 +24,12 @@ _HOOKS: dict[BackendKind, str] = {
     "storage": "faasml_object_store_backends",
     "pubsub": "faasml_pubsub_backends",
 }
+_RECORD_TYPES: dict[BackendKind, type[BackendRecord]] = {
+    "function": FunctionBackend,
+    "storage": ObjectStoreBackend,
+    "pubsub": PubSubBackend,
+}
+log = logging.getLogger("faasml.plugins")
 _KIND_WORD: dict[BackendKind, str] = {
     "function": "provider",
     "storage": "storage",
@@ -23,25 +37,41 @@ _KIND_WORD: dict[BackendKind, str] = {
 }
 
 
-@functools.cache
 def backends(kind: BackendKind) -> dict[str, BackendRecord]:
-    """Return every registered backend of ``kind`` by name, sorted.
+    """Return every registered backend of ``kind`` by name, sorted (a copy: safe to modify).
 
-    :raises PluginError: two plugins register the same name, or a record has the wrong kind.
+    :raises PluginError: two plugins register the same name, a record has the wrong type, or a
+        plugin's hook raised.
     """
+    return dict(_backends(kind))
+
+
+@functools.cache
+def _backends(kind: BackendKind) -> dict[str, BackendRecord]:
     from faasml.hooks.manager import get_plugin_manager
 
     pm = get_plugin_manager()
     table: dict[str, BackendRecord] = {}
     hook = getattr(pm.hook, _HOOKS[kind])
+    tracing = os.environ.get("FAASML_TRACE_PLUGINS", "").strip().lower() in ("1", "true", "yes")
+    # Each implementation is called on its own (not through pm.hook) so every record can be
+    # attributed to its plugin and one broken plugin is named instead of breaking the rest.
     for impl in hook.get_hookimpls():
         plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
-        records = impl.function() or []
+        try:
+            records = impl.function() or []
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {plugin_name!r} failed in {_HOOKS[kind]}: {type(exc).__name__}: {exc}; "
+                "block it with FAASML_DISABLED_PLUGINS"
+            ) from exc
+        if tracing:
+            log.debug("%s() of plugin %r returned %r", _HOOKS[kind], plugin_name, records)
         for record in records:
-            if not isinstance(record, BackendRecord) or record.kind != kind:
+            if not isinstance(record, _RECORD_TYPES[kind]):
                 raise PluginError(
                     f"plugin {plugin_name!r}: {_HOOKS[kind]} returned {record!r}, "
-                    f"expected {kind} backend records"
+                    f"expected {_RECORD_TYPES[kind].__name__} records"
                 )
             if record.name in table:
                 raise PluginError(
@@ -100,4 +130,4 @@ def backend_class(kind: BackendKind, name: str) -> type[Any]:
 
 def clear_cache() -> None:
     """Forget the tables (after the plugin manager was reset)."""
-    backends.cache_clear()
+    _backends.cache_clear()

@@ -58,9 +58,9 @@ def get_plugin_manager() -> pluggy.PluginManager:
     for modname in DEFAULT_PLUGINS:
         if modname not in blocked:
             pm.register(importlib.import_module(modname), name=modname)
+    pm.check_pending()  # the built-ins must be right; third parties are checked one by one
     if not _env_flag("FAASML_DISABLE_PLUGIN_AUTOLOAD"):
         _load_entry_points(pm, allowed=_env_list("FAASML_PLUGINS"), blocked=blocked)
-    pm.check_pending()
     if _env_flag("FAASML_TRACE_PLUGINS"):
         pm.trace.root.setwriter(log.debug)
         pm.enable_tracing()
@@ -78,12 +78,31 @@ def _load_entry_points(pm: pluggy.PluginManager, *, allowed: set[str], blocked: 
             plugin: Any = ep.load()
         except Exception as exc:
             # One broken SDK must not take every other provider down with it.
-            message = f"faasml plugin {ep.name!r} ({ep.value}) failed to import: {exc!r}"
-            if strict:
-                raise PluginError(message + " (FAASML_STRICT_PLUGINS is set)") from exc
-            warnings.warn(message + "; skipped", RuntimeWarning, stacklevel=3)
+            _skip(f"faasml plugin {ep.name!r} ({ep.value}) failed to import: {exc!r}", exc, strict)
             continue
-        pm.register(plugin, name=ep.name)
+        try:
+            pm.register(plugin, name=ep.name)
+            _check_hooks(pm, plugin, ep.name)
+        except (pluggy.PluginValidationError, PluginError) as exc:
+            if pm.is_registered(plugin):
+                pm.unregister(plugin)
+            _skip(f"faasml plugin {ep.name!r} ({ep.value}) is invalid: {exc}", exc, strict)
+
+
+def _skip(message: str, exc: Exception, strict: bool) -> None:
+    if strict:
+        raise PluginError(message + " (FAASML_STRICT_PLUGINS is set)") from exc
+    warnings.warn(message + "; skipped", RuntimeWarning, stacklevel=4)
+
+
+def _check_hooks(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
+    """Refuse a plugin implementing a hook faasml does not define (a misspelt hook name)."""
+    for caller in pm.get_hookcallers(plugin) or []:
+        if not caller.has_spec():
+            known = sorted(n for n in dir(specs) if n.startswith("faasml_"))
+            raise PluginError(
+                f"plugin {name!r} implements unknown hook {caller.name!r}; faasml hooks are {known}"
+            )
 
 
 def reset_plugin_manager() -> None:
