@@ -135,6 +135,7 @@ def _build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     _add_providers(subparsers)
     _add_plugins(subparsers)
+    _add_doctor(subparsers)
     return parser
 
 
@@ -299,7 +300,39 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
         sys.stdout.write("  ".join([*cells, line[-1]]).rstrip() + "\n")
 
 
+# --------------------------------------------------------------------------- doctor
+
+
+def _add_doctor(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "doctor",
+        help="check the configuration and that each chosen backend answers",
+        description="Read the configuration, connect, and probe each backend for real: a\n"
+        "put/get/delete on the object store, a publish/receive on the PubSub, and one task\n"
+        "through the function provider. Exit code 1 if any check fails.",
+        epilog="examples:\n  faasml doctor\n  faasml doctor --provider local --storage redis "
+        "--pubsub nats\n  FAASML_REDIS_URL=redis://10.0.0.5:6379/0 faasml doctor --storage redis",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--provider", help="function provider to check (default: configured)")
+    parser.add_argument("--storage", help="object store to check (default: provider's default)")
+    parser.add_argument("--pubsub", help="PubSub to check (default: provider's default)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds for the probe task")
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from faasml.doctor import run_checks
+
+    checks = run_checks(args.provider, args.storage, args.pubsub, timeout=args.timeout)
+    _print_table(
+        ["CHECK", "RESULT", "DETAIL"],
+        [[c.name, "ok" if c.ok else "FAIL", c.detail] for c in checks],
+    )
+    return 0 if all(c.ok for c in checks) else 1
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "doctor": _cmd_doctor,
     "plugins": _cmd_plugins,
     "providers": _cmd_providers,
 }
