@@ -136,6 +136,7 @@ class FunctionTests:
         error = caught.value
         assert error.remote_type == "ValueError"
         assert "conformance boom" in str(error)
+        assert error.remote_traceback is not None
         assert "raise_value_error" in error.remote_traceback
         # The backend is still usable after a handler error.
         assert function.invoke(b"echo:after") == b"after"
