@@ -36,3 +36,24 @@ def nats_url() -> str:
     url = os.environ.get("FAASML_TEST_NATS_URL", "nats://127.0.0.1:4222")
     require_service("NATS", "127.0.0.1", 4222)
     return url
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> str:
+    """Endpoint of the loopback ``moto_server`` (real HTTP S3/SQS/SNS) used by the tests.
+
+    Tests use unique bucket/queue names and never reset the server: it is shared.
+    """
+    url = os.environ.get("FAASML_TEST_MOTO_URL", "http://127.0.0.1:5000")
+    require_service("moto_server", "127.0.0.1", int(url.rsplit(":", 1)[1].split("/")[0]))
+    return url
+
+
+@pytest.fixture
+def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials so boto3 signs requests to moto without touching real ones."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)

@@ -10,6 +10,8 @@ Inside a task, :func:`context` gives the user code the same storage and PubSub t
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -102,6 +104,15 @@ def _verify(payload: bytes | memoryview) -> tuple[bytes, bytes]:
             error = exc
     assert error is not None
     raise error
+
+
+@atexit.register
+def _close_cached_backends() -> None:
+    """Close backends rebuilt for tasks (warm workers keep them open across invocations)."""
+    while _backends:
+        _, backend = _backends.popitem()
+        with contextlib.suppress(Exception):
+            backend.close()
 
 
 def _backend(kind: str, name: str, config: dict[str, Any]) -> Any:
