@@ -35,6 +35,7 @@ from faasml.errors import (
     NotFoundError,
     SerializationError,
     SignatureError,
+    UnknownBackendError,
 )
 from faasml.interfaces import Function, Invocation, Message, ObjectStore, PubSub
 from faasml.registry import backend_class, backend_record
@@ -737,7 +738,12 @@ def connect(
     owned: list[Any] = []
 
     function_name = provider.name if isinstance(provider, Function) else config.provider
-    record = backend_record("function", function_name)
+    try:
+        record: Any = backend_record("function", function_name)
+    except UnknownBackendError:
+        if not isinstance(provider, Function):
+            raise
+        record = None  # an injected, unregistered backend: take the generic defaults
     defaults = {
         "storage": getattr(record, "default_storage", "file"),
         "pubsub": getattr(record, "default_pubsub", "local"),
