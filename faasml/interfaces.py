@@ -295,7 +295,8 @@ class PubSub(_Configurable):
     """
 
     #: the largest message body the backend accepts; larger publishes raise PayloadTooLargeError.
-    max_message_bytes: ClassVar[int] = 256 * 1024
+    #: An instance may lower it (a backend paired with a smaller queue).
+    max_message_bytes: int = 256 * 1024
 
     @abc.abstractmethod
     def publish(self, topic: str, data: bytes) -> None:
@@ -306,9 +307,13 @@ class PubSub(_Configurable):
 
     @abc.abstractmethod
     def subscribe(
-        self, topic: str, group: str | None = None, *, visibility_timeout: float = 30.0
+        self, topic: str, group: str | None = None, *, visibility_timeout: float | None = None
     ) -> Subscription:
-        """Join ``group`` on ``topic`` (creating the group if needed) and return a subscription."""
+        """Join ``group`` on ``topic`` (creating the group if needed) and return a subscription.
+
+        :param visibility_timeout: seconds a received message stays invisible to the group
+            before it is redelivered unless acked; ``None`` uses the backend's default.
+        """
 
     @abc.abstractmethod
     def ensure_group(self, topic: str, group: str) -> None:

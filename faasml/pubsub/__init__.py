@@ -14,4 +14,18 @@ def faasml_pubsub_backends() -> list[PubSubBackend]:
             "faasml.pubsub.local:LocalPubSub",
             description="cross-process queues in a SQLite file; no service needed",
         ),
+        PubSubBackend(
+            "mns",
+            "faasml.pubsub.mns:MNSPubSub",
+            extra="aliyun",
+            requires=("mns",),
+            description="Alibaba Cloud MNS: a topic per topic, a queue subscribed to it per group",
+        ),
+        PubSubBackend(
+            "smn",
+            "faasml.pubsub.smn:SMNPubSub",
+            extra="huawei",
+            requires=("huaweicloudsdksmn",),
+            description="Huawei Cloud SMN (push only) paired with a pull-capable queue backend",
+        ),
     ]

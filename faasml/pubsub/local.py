@@ -167,7 +167,7 @@ class LocalPubSub(PubSub):
     """
 
     name: ClassVar[str] = "local"
-    max_message_bytes: ClassVar[int] = 1024 * 1024
+    max_message_bytes: int = 1024 * 1024
 
     def __init__(
         self, path: str | os.PathLike[str] | None = None, visibility_timeout: float = 30.0
