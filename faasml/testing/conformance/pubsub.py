@@ -359,6 +359,23 @@ class PubSubTests:
         assert again.deliveries == 2
         again.ack()
 
+    def test_touched_message_can_still_be_acked(
+        self,
+        pubsub: PubSub,
+        topic: str,
+        open_subscription: SubscribeFn,
+        visibility_timeout: float,
+    ) -> None:
+        """An ack after ``touch`` removes the message (backends whose receipt changes on touch)."""
+        holder = open_subscription(topic, "g", visibility_timeout=visibility_timeout)
+        pubsub.publish(topic, b"renewed")
+        message = holder.get(timeout=_PATIENCE)
+        assert message is not None
+        message.touch()
+        message.touch()
+        message.ack()
+        assert holder.get(timeout=visibility_timeout * 2.5) is None, "acked message came back"
+
     def test_ack_after_the_lease_was_lost_keeps_the_redelivered_copy(
         self,
         pubsub: PubSub,
