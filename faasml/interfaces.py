@@ -125,9 +125,9 @@ class ObjectStore(_Configurable):
     """
 
     #: whether :meth:`get` serves byte ranges natively (otherwise it may fetch and slice).
-    supports_range_get: ClassVar[bool] = True
+    supports_range_get: bool = True
     #: whether ``put(..., if_absent=True)`` is atomic on this backend.
-    supports_conditional_put: ClassVar[bool] = True
+    supports_conditional_put: bool = True
 
     @abc.abstractmethod
     def put(

@@ -15,8 +15,29 @@ def faasml_object_store_backends() -> list[ObjectStoreBackend]:
             description="objects as files under a directory (atomic writes)",
         ),
         ObjectStoreBackend(
+            "libcloud",
+            "faasml.storage.libcloud:LibcloudObjectStore",
+            extra="libcloud",
+            requires=("libcloud", "fasteners"),
+            description="any Apache Libcloud storage driver (S3, MinIO, GCS, Azure, LOCAL ...)",
+        ),
+        ObjectStoreBackend(
             "memory",
             "faasml.storage.memory:MemoryObjectStore",
             description="in-memory, shared with local workers over a Unix socket",
+        ),
+        ObjectStoreBackend(
+            "obs",
+            "faasml.storage.obs:OBSObjectStore",
+            extra="huawei",
+            requires=("obs",),
+            description="Huawei Cloud OBS via esdk-obs-python",
+        ),
+        ObjectStoreBackend(
+            "oss",
+            "faasml.storage.oss:OSSObjectStore",
+            extra="aliyun",
+            requires=("oss2",),
+            description="Alibaba Cloud OSS via oss2; atomic if_absent (x-oss-forbid-overwrite)",
         ),
     ]
