@@ -22,6 +22,20 @@ def faasml_pubsub_backends() -> list[PubSubBackend]:
             description="Alibaba Cloud MNS: a topic per topic, a queue subscribed to it per group",
         ),
         PubSubBackend(
+            "nats",
+            "faasml.pubsub.nats:NATSPubSub",
+            extra="nats",
+            requires=("nats",),
+            description="NATS JetStream: a stream per topic, a durable pull consumer per group",
+        ),
+        PubSubBackend(
+            "redis",
+            "faasml.pubsub.redis:RedisPubSub",
+            extra="redis",
+            requires=("redis",),
+            description="Redis Streams: a stream per topic, a consumer group per group",
+        ),
+        PubSubBackend(
             "smn",
             "faasml.pubsub.smn:SMNPubSub",
             extra="huawei",

@@ -40,4 +40,11 @@ def faasml_object_store_backends() -> list[ObjectStoreBackend]:
             requires=("oss2",),
             description="Alibaba Cloud OSS via oss2; atomic if_absent (x-oss-forbid-overwrite)",
         ),
+        ObjectStoreBackend(
+            "redis",
+            "faasml.storage.redis:RedisObjectStore",
+            extra="redis",
+            requires=("redis",),
+            description="objects in a Redis server; big ones chunked, atomic replace",
+        ),
     ]
