@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -712,6 +712,9 @@ def connect(
     *,
     storage: str | ObjectStore | None = None,
     pubsub: str | PubSub | None = None,
+    function_options: Mapping[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    pubsub_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Cloud:
     """Return a :class:`Cloud` for ``provider`` (default ``"local"``).
@@ -719,7 +722,11 @@ def connect(
     Backends are chosen by name (or passed as ready instances). Other keyword arguments are
     executor options (see :class:`~faasml.config.CloudConfig`) or backend options, routed to
     every chosen backend whose constructor accepts them: ``connect("local", workers=4)``.
-    Values not given come from ``FAASML_*`` environment variables, then the config file.
+    When two backends take an option of the same name with different meanings, give it to one
+    of them through ``storage_options``/``pubsub_options``/``function_options``:
+    ``connect(storage="redis", pubsub="nats", storage_options={"url": "redis://..."},
+    pubsub_options={"url": "nats://..."})``. Values not given come from ``FAASML_*``
+    environment variables, then the config file.
 
     :raises UnknownBackendError: no backend of that name; the message lists the choices.
     :raises MissingDependencyError: the backend's extra is missing; the message has the
@@ -784,6 +791,14 @@ def connect(
             )
         for kind in takers:
             routed[kind][key] = value
+    for kind, given in (
+        ("function", function_options),
+        ("storage", storage_options),
+        ("pubsub", pubsub_options),
+    ):
+        if given and chosen[kind][1] is not None:
+            raise ConfigurationError(f"{kind}_options given for a {kind} passed as an instance")
+        routed[kind].update(given or {})
 
     secret = config.secret
     if secret is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,30 @@ from faasml.interfaces import Function, Invocation
 from faasml.storage.file import FileObjectStore
 
 
-@pytest.fixture(scope="module")
-def cloud() -> Any:
-    with faasml.connect("local", workers=2, progress=False) as c:
+#: (storage, pubsub) pairs the executor's tests run on; the services ones use loopback servers.
+COMBINATIONS = ["file+local", "memory+local", "redis+redis", "redis+nats", "file+nats"]
+
+
+@pytest.fixture(scope="module", params=COMBINATIONS)
+def cloud(request: pytest.FixtureRequest) -> Any:
+    storage, pubsub = request.param.split("+")
+    run = uuid.uuid4().hex[:10]
+    options: dict[str, dict[str, Any]] = {"storage": {}, "pubsub": {}}
+    if storage == "redis":
+        options["storage"] = {"url": request.getfixturevalue("redis_url"), "prefix": f"ex{run}:"}
+    if pubsub == "redis":
+        options["pubsub"] = {"url": request.getfixturevalue("redis_url"), "prefix": f"ex{run}:"}
+    if pubsub == "nats":
+        options["pubsub"] = {"url": request.getfixturevalue("nats_url"), "stream_prefix": f"EX{run}"}
+    with faasml.connect(
+        "local",
+        storage=storage,
+        pubsub=pubsub,
+        storage_options=options["storage"],
+        pubsub_options=options["pubsub"],
+        workers=2,
+        progress=False,
+    ) as c:
         yield c
 
 
