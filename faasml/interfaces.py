@@ -297,6 +297,9 @@ class PubSub(_Configurable):
     #: the largest message body the backend accepts; larger publishes raise PayloadTooLargeError.
     #: An instance may lower it (a backend paired with a smaller queue).
     max_message_bytes: int = 256 * 1024
+    #: whether one consumer receives a group's messages in publish order. Where it is False
+    #: (SQS without ``ordered=True``), order is best effort and code must not rely on it.
+    preserves_order: bool = True
 
     @abc.abstractmethod
     def publish(self, topic: str, data: bytes) -> None:

@@ -42,4 +42,11 @@ def faasml_pubsub_backends() -> list[PubSubBackend]:
             requires=("huaweicloudsdksmn",),
             description="Huawei Cloud SMN (push only) paired with a pull-capable queue backend",
         ),
+        PubSubBackend(
+            "sqs",
+            "faasml.pubsub.sqs:SQSPubSub",
+            extra="aws",
+            requires=("boto3",),
+            description="AWS SNS FIFO topics fanning out to one SQS FIFO queue per group",
+        ),
     ]

@@ -47,4 +47,11 @@ def faasml_object_store_backends() -> list[ObjectStoreBackend]:
             requires=("redis",),
             description="objects in a Redis server; big ones chunked, atomic replace",
         ),
+        ObjectStoreBackend(
+            "s3",
+            "faasml.storage.s3:S3ObjectStore",
+            extra="aws",
+            requires=("boto3",),
+            description="AWS S3 or any S3-compatible server; multipart, conditional writes",
+        ),
     ]
