@@ -25,9 +25,8 @@ from faasml.errors import (
 from faasml.interfaces import Function, Invocation
 from faasml.storage.file import FileObjectStore
 
-
 #: (storage, pubsub) pairs the executor's tests run on; the services ones use loopback servers.
-COMBINATIONS = ["file+local", "memory+local", "redis+redis", "redis+nats", "file+nats"]
+COMBINATIONS = ["file+local", "memory+local", "redis+redis", "redis+nats", "file+nats", "s3+redis"]
 
 
 @pytest.fixture(scope="module", params=COMBINATIONS)
@@ -40,7 +39,25 @@ def cloud(request: pytest.FixtureRequest) -> Any:
     if pubsub == "redis":
         options["pubsub"] = {"url": request.getfixturevalue("redis_url"), "prefix": f"ex{run}:"}
     if pubsub == "nats":
-        options["pubsub"] = {"url": request.getfixturevalue("nats_url"), "stream_prefix": f"EX{run}"}
+        options["pubsub"] = {
+            "url": request.getfixturevalue("nats_url"),
+            "stream_prefix": f"EX{run}",
+        }
+    patch = pytest.MonkeyPatch()
+    if storage == "s3":
+        # Fake credentials for moto; the workers inherit them from this environment.
+        for var, value in (
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ):
+            patch.setenv(var, value)
+        options["storage"] = {
+            "bucket": f"faasml-ex-{run}",
+            "endpoint_url": request.getfixturevalue("moto_url"),
+            "create_bucket": True,
+        }
+    request.addfinalizer(patch.undo)
     with faasml.connect(
         "local",
         storage=storage,
