@@ -136,6 +136,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_providers(subparsers)
     _add_plugins(subparsers)
     _add_doctor(subparsers)
+    _add_train(subparsers)
     return parser
 
 
@@ -331,8 +332,24 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+# --------------------------------------------------------------------------- train
+
+
+def _add_train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from faasml.train_command import add_parser
+
+    add_parser(subparsers, _HelpFormatter)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from faasml.train_command import run
+
+    return run(args)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "doctor": _cmd_doctor,
     "plugins": _cmd_plugins,
     "providers": _cmd_providers,
+    "train": _cmd_train,
 }

