@@ -62,6 +62,9 @@ class CloudConfig:
     :param inline_bytes: inputs and results up to this size travel inside the invocation
         payload and the completion message instead of as separate objects.
     :param prefix: key prefix under which jobs are stored.
+    :param compression: zlib-compress task data and results when it shrinks them; ``None``
+        decides by the store: off for stores on this machine (``same_host``), where copying
+        is faster than compressing, on otherwise.
     """
 
     provider: str = "local"
@@ -75,6 +78,7 @@ class CloudConfig:
     cleanup: bool = True
     inline_bytes: int = 64 * 1024
     prefix: str = "jobs"
+    compression: bool | None = None
 
     def __post_init__(self) -> None:
         if self.retries < 0:

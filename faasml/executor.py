@@ -167,6 +167,8 @@ class Cloud(cf.Executor):
         self.id = uuid.uuid4().hex[:12]
         self._topic = f"faasml-done-{self.id}"
         self._storage_ref = (storage.name, storage.to_config())
+        compression = self.config.compression
+        self._compress = (not storage.same_host) if compression is None else compression
         self._pubsub_ref = (pubsub.name, pubsub.to_config())
         self._lock = threading.RLock()
         self._jobs: dict[str, _Job] = {}
@@ -341,6 +343,11 @@ class Cloud(cf.Executor):
         for task in leftovers:
             _fail(task.future, FaaSMLError("the Cloud was shut down before this task finished"))
         self._subscription.close()
+        try:
+            # The completion topic is this Cloud's alone: brokers would keep it forever.
+            self.pubsub.delete_topic(self._topic)
+        except Exception:  # shutting down must never mask the user's own error
+            log.warning("deleting the completion topic %s failed", self._topic, exc_info=True)
         if self.config.cleanup:
             for job in jobs:
                 if job.stored:
@@ -379,7 +386,9 @@ class Cloud(cf.Executor):
             job.func_blob = func_blob
         else:
             job.func_key = func_key(self.config.prefix, job.id)
-            self.storage.put(job.func_key, serialization.seal(func_blob, self._secret))
+            self.storage.put(
+                job.func_key, serialization.seal(func_blob, self._secret, compress=self._compress)
+            )
             job.stored = True
         for index, blob in enumerate(arg_blobs):
             task = _Task(job, index, cf.Future())
@@ -387,7 +396,9 @@ class Cloud(cf.Executor):
                 task.args_blob = blob
             else:
                 task.args_key = args_key(self.config.prefix, job.id, index)
-                self.storage.put(task.args_key, serialization.seal(blob, self._secret))
+                self.storage.put(
+                    task.args_key, serialization.seal(blob, self._secret, compress=self._compress)
+                )
                 job.stored = True
             job.tasks.append(task)
         job.remaining = len(job.tasks)
@@ -447,6 +458,7 @@ class Cloud(cf.Executor):
             args=task.args_blob,
             args_key=task.args_key,
             time_budget=float(self.function.timeout),
+            compress=self._compress,
         )
         payload = serialization.seal(spec.encode(), self._secret, compress=False)
         task.started[attempt] = time.monotonic()

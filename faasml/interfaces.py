@@ -128,6 +128,8 @@ class ObjectStore(_Configurable):
     supports_range_get: bool = True
     #: whether ``put(..., if_absent=True)`` is atomic on this backend.
     supports_conditional_put: bool = True
+    #: whether the data stays on this machine (memory, file): copying then beats compressing.
+    same_host: bool = False
 
     @abc.abstractmethod
     def put(
@@ -291,7 +293,8 @@ class PubSub(_Configurable):
     group that lives as long as the subscription. A message not acked within the subscription's
     ``visibility_timeout`` is redelivered to a member of its group.
 
-    Primitives: :meth:`publish`, :meth:`subscribe`, :meth:`ensure_group`, :meth:`to_config`.
+    Primitives: :meth:`publish`, :meth:`subscribe`, :meth:`ensure_group`, :meth:`delete_topic`,
+    :meth:`to_config`.
     """
 
     #: the largest message body the backend accepts; larger publishes raise PayloadTooLargeError.
@@ -321,6 +324,18 @@ class PubSub(_Configurable):
     @abc.abstractmethod
     def ensure_group(self, topic: str, group: str) -> None:
         """Create ``group`` on ``topic`` if missing; messages published from now on wait for it."""
+
+    @abc.abstractmethod
+    def delete_topic(self, topic: str) -> None:
+        """Delete the topic with all its groups and pending messages; idempotent.
+
+        A missing topic is not an error. Afterwards the topic has no group, so a publish reaches
+        nobody until :meth:`ensure_group` or :meth:`subscribe` creates one again. Subscriptions
+        still open on the topic stop receiving (some backends raise
+        :class:`~faasml.errors.NotFoundError` from them); closing them is harmless.
+
+        :raises InvalidTopicError: ``topic`` is not a portable name.
+        """
 
     def publish_many(self, topic: str, items: list[bytes]) -> None:
         """Publish several messages; backends may batch them."""

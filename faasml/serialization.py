@@ -36,7 +36,7 @@ _FLAG_ZLIB = 0x01
 # shrinks well. Random floats (model weights, matrices) do not compress and zlib would cost ~10 ms
 # per MiB for nothing.
 _COMPRESS_MIN = 4096
-_SAMPLE = 64 * 1024
+_SAMPLE = 8 * 1024
 _GOOD_RATIO = 0.6
 
 

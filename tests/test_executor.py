@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import logging
 import os
 import time
 import uuid
@@ -18,11 +20,13 @@ from faasml.errors import (
     FunctionError,
     InvocationTimeoutError,
     SerializationError,
+    ServiceUnavailableError,
     SignatureError,
     UnknownBackendError,
     WorkerDiedError,
 )
 from faasml.interfaces import Function, Invocation
+from faasml.pubsub.local import LocalPubSub
 from faasml.storage.file import FileObjectStore
 
 #: (storage, pubsub) pairs the executor's tests run on; the services ones use loopback servers.
@@ -360,6 +364,66 @@ def test_progress_bar_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
     with faasml.connect("local", workers=1, progress=True) as c:
         assert list(c.map(square, range(3))) == [0, 1, 4]
     assert "square" in capsys.readouterr().err
+
+
+def _completion_topic_exists(kind: str, options: dict[str, Any], topic: str) -> bool:
+    """Whether the broker still holds ``topic``, asked with a fresh client after shutdown."""
+    if kind == "redis":
+        import redis
+
+        raw = redis.Redis.from_url(options["url"])
+        try:
+            return bool(raw.exists(f"{options['prefix']}topic:{topic}"))
+        finally:
+            raw.close()
+    if kind == "nats":
+        from faasml.pubsub.nats import NATSPubSub
+
+        checker = NATSPubSub(options["url"], stream_prefix=options["stream_prefix"])
+        try:
+            infos = checker._call("list streams", lambda: checker._js.streams_info())
+            return f"{options['stream_prefix']}_{topic}" in {i.config.name for i in infos}
+        finally:
+            checker.close()
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(Path(options["path"]) / "queue.sqlite3")) as db:
+        (groups,) = db.execute("SELECT COUNT(*) FROM groups WHERE topic = ?", (topic,)).fetchone()
+        (rows,) = db.execute("SELECT COUNT(*) FROM messages WHERE topic = ?", (topic,)).fetchone()
+    return bool(groups or rows)
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats", "local"])
+def test_shutdown_deletes_the_completion_topic(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Each Cloud has a completion topic of its own; leaving the ``with`` block deletes it."""
+    run = uuid.uuid4().hex[:10]
+    options: dict[str, Any] = {
+        "redis": lambda: {"url": request.getfixturevalue("redis_url"), "prefix": f"done{run}:"},
+        "nats": lambda: {"url": request.getfixturevalue("nats_url"), "stream_prefix": f"D{run}"},
+        "local": lambda: {"path": str(tmp_path / "queues")},
+    }[kind]()
+    with faasml.connect(
+        "local", pubsub=kind, pubsub_options=options, workers=1, progress=False
+    ) as cloud:
+        topic = f"faasml-done-{cloud.id}"
+        assert cloud.submit(square, 7).result(timeout=60) == 49
+        assert _completion_topic_exists(kind, options, topic), "the topic exists while it runs"
+    assert not _completion_topic_exists(kind, options, topic), f"{kind} kept {topic}"
+
+
+def test_a_failing_topic_deletion_is_logged_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(self: LocalPubSub, topic: str) -> None:
+        raise ServiceUnavailableError("pubsub down (test)", provider="local")
+
+    monkeypatch.setattr(LocalPubSub, "delete_topic", refuse)
+    with caplog.at_level(logging.WARNING, logger="faasml.executor"):
+        with faasml.connect("local", workers=1, progress=False) as cloud:
+            assert cloud.submit(square, 3).result(timeout=60) == 9
+    assert f"deleting the completion topic faasml-done-{cloud.id} failed" in caplog.text
 
 
 def test_submit_after_shutdown_is_refused() -> None:

@@ -91,3 +91,21 @@ def test_completion_found_in_store_when_publishing_fails(
     with faasml.connect(function, progress=False) as cloud:
         assert faasml.gather(cloud.map_futures(add_one, range(5)), timeout=30) == [1, 2, 3, 4, 5]
     function.close()
+
+
+def compressible(n: int) -> bytes:
+    return b"a" * n
+
+
+def test_compression_follows_the_store_unless_configured(tmp_path: Path) -> None:
+    """Same-host stores skip zlib (copying is faster); other stores and an explicit True use it."""
+    from faasml.storage.file import FileObjectStore
+
+    assert FileObjectStore.same_host
+    for compression, expect_compressed in ((None, False), (True, True)):
+        root = tmp_path / f"s{compression}"
+        with faasml.connect("local", storage="file", root=str(root), workers=1, inline_bytes=0,
+                            cleanup=False, compression=compression, progress=False) as c:
+            assert c.submit(compressible, 200_000).result(timeout=30) == b"a" * 200_000
+            sizes = [i.size for i in c.storage.list("jobs/") if i.key.endswith("/result")]
+        assert sizes and (max(sizes) < 10_000) == expect_compressed, (compression, sizes)

@@ -46,6 +46,7 @@ import psutil
 
 from faasml.errors import ConfigurationError, PayloadTooLargeError
 from faasml.interfaces import Message, PubSub, Subscription, validate_topic
+from faasml.pubsub._common import message_bytes
 
 __all__ = ["LocalPubSub", "LocalSubscription"]
 
@@ -278,12 +279,7 @@ class LocalPubSub(PubSub):
     # ------------------------------------------------------------------ publishing
 
     def _body(self, data: object) -> bytes:
-        if isinstance(data, bytes):
-            body = data
-        elif isinstance(data, (bytearray, memoryview)):
-            body = bytes(data)
-        else:
-            raise TypeError(f"message data must be bytes, got {type(data).__name__}")
+        body = message_bytes(data)
         if len(body) > self.max_message_bytes:
             raise PayloadTooLargeError(
                 f"message of {len(body)} bytes is over the local PubSub limit of "
@@ -334,6 +330,22 @@ class LocalPubSub(PubSub):
         self._conn().execute(
             "INSERT OR IGNORE INTO groups (topic, grp, ephemeral) VALUES (?, ?, 0)", (topic, group)
         )
+
+    def delete_topic(self, topic: str) -> None:
+        """Delete every group of ``topic`` (private ones too) with its messages; idempotent.
+
+        Waiting subscribers of the topic are woken; they find nothing, and messages published
+        from now on reach only groups created again.
+
+        :raises InvalidTopicError: ``topic`` is not a portable name.
+        """
+        validate_topic(topic)
+        # One transaction, like _drop_group: a concurrent publish lands before (and is deleted)
+        # or after (and finds no group).
+        with self._write() as conn:
+            conn.execute("DELETE FROM groups WHERE topic = ?", (topic,))
+            conn.execute("DELETE FROM messages WHERE topic = ?", (topic,))
+        self._wake(topic)
 
     def subscribe(
         self, topic: str, group: str | None = None, *, visibility_timeout: float | None = None

@@ -8,6 +8,8 @@ Mapping onto MNS (every name starts with ``prefix``, default ``"faasml-"``):
   the queue receives the published body unchanged. MNS pushes a published message to the
   subscriptions that exist at that moment, which is the PubSub contract: a group created later
   does not get it, and a topic that never had a group (no MNS topic yet) drops it;
+* :meth:`MNSPubSub.delete_topic` deletes the MNS topic, its subscriptions and every group's
+  queue; a publish afterwards finds no MNS topic and is dropped, as for a topic never used;
 * ``subscribe(topic)`` without a group makes a private queue and subscription that
   :meth:`MNSSubscription.close` deletes. A process that dies without closing leaves them behind;
   their names contain ``-anon-`` so they can be found and removed;
@@ -48,11 +50,8 @@ so every thread (and every forked process) makes its own on first use.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import functools
-import hashlib
 import logging
 import math
 import os
@@ -85,6 +84,8 @@ from faasml.errors import (
     ThrottledError,
 )
 from faasml.interfaces import Message, PubSub, Subscription, validate_topic
+from faasml.pubsub._common import decode_body, encode_body, message_bytes, name_digest
+from faasml.storage._common import exportable_secret
 
 __all__ = ["ERROR_CODES", "MNSPubSub", "MNSSubscription", "translate_error"]
 
@@ -131,7 +132,6 @@ _LEASE_LOST = frozenset({"MessageNotExist", "ReceiptHandleError"})
 #: the MNS body limit in bytes, and the largest payload whose base64 fits in it.
 MNS_BODY_LIMIT = 65536
 _MAX_PAYLOAD = MNS_BODY_LIMIT // 4 * 3
-_EMPTY_BODY = "="
 _QUEUE_NAME_MAX = 120
 _DIGEST_LEN = 10
 _ANON_MARK = "-anon-"
@@ -205,22 +205,12 @@ def _lease_seconds(seconds: float, what: str) -> int:
     return whole
 
 
-def _digest(*names: str) -> str:
-    # Names cannot contain a newline, so joining with one keeps ("a", "bc") and ("ab", "c") apart.
-    return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()[:_DIGEST_LEN]
-
-
 def _readable(name: str) -> str:
     return name.replace("_", "-")
 
 
 def _encode(data: object, limit: int) -> str:
-    if isinstance(data, bytes):
-        raw = data
-    elif isinstance(data, (bytearray, memoryview)):
-        raw = bytes(data)
-    else:
-        raise TypeError(f"message data must be bytes, got {type(data).__name__}")
+    raw = message_bytes(data)
     if len(raw) > limit:
         raise PayloadTooLargeError(
             f"message of {len(raw)} bytes is over the MNS PubSub limit of {limit} bytes "
@@ -228,17 +218,7 @@ def _encode(data: object, limit: int) -> str:
             "store large data in the object store and publish its key",
             provider="mns",
         )
-    return base64.b64encode(raw).decode("ascii") or _EMPTY_BODY
-
-
-def _decode(body: str | bytes) -> bytes:
-    text = body.decode("utf-8") if isinstance(body, bytes) else str(body)
-    if text == _EMPTY_BODY:
-        return b""
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return text.encode("utf-8")
+    return encode_body(raw)
 
 
 def _queue_endpoint_parts(endpoint: str) -> tuple[str, str]:
@@ -261,16 +241,6 @@ def _set_socket_timeout(account: Any, seconds: float) -> None:
     connection = getattr(getattr(client, "http", None), "conn", None)
     if connection is not None:
         connection.timeout = seconds
-
-
-def _exportable(value: str | dict[str, str] | None, option: str) -> str | dict[str, str] | None:
-    if isinstance(value, str):
-        raise ConfigurationError(
-            f"{option} was given as a literal string, which cannot be put in a config that "
-            f'travels to workers; pass {option}={{"$env": "VAR"}} and export VAR where the '
-            "backend runs"
-        )
-    return None if value is None else dict(value)
 
 
 class _Lease:
@@ -397,8 +367,8 @@ class MNSPubSub(PubSub):
         return {
             "endpoint": self.endpoint,
             "access_key_id": dict(key_id) if isinstance(key_id, dict) else key_id,
-            "access_key_secret": _exportable(self._access_key_secret, "access_key_secret"),
-            "security_token": _exportable(self._security_token, "security_token"),
+            "access_key_secret": exportable_secret(self._access_key_secret, "access_key_secret"),
+            "security_token": exportable_secret(self._security_token, "security_token"),
             "prefix": self.prefix,
             "visibility_timeout": self.visibility_timeout,
             "wait_seconds": self.wait_seconds,
@@ -412,7 +382,7 @@ class MNSPubSub(PubSub):
     def ex_topic_name(self, topic: str) -> str:
         """The MNS topic that carries faasml topic ``topic``."""
         validate_topic(topic)
-        return f"{self.prefix}{_readable(topic)}-{_digest(topic)}"
+        return f"{self.prefix}{_readable(topic)}-{name_digest(topic, length=_DIGEST_LEN)}"
 
     def ex_queue_name(self, topic: str, group: str) -> str:
         """The MNS queue (and subscription) of ``group`` on ``topic``; at most 120 characters."""
@@ -420,7 +390,7 @@ class MNSPubSub(PubSub):
         validate_topic(group)
         budget = _QUEUE_NAME_MAX - len(self.prefix) - 1 - _DIGEST_LEN
         readable = _readable(f"{topic}-{group}")[:budget]
-        return f"{self.prefix}{readable}-{_digest(topic, group)}"
+        return f"{self.prefix}{readable}-{name_digest(topic, group, length=_DIGEST_LEN)}"
 
     def _anonymous_queue_name(self, topic: str) -> str:
         # The random part is longer than a digest, so it never equals a named group's queue.
@@ -581,6 +551,50 @@ class MNSPubSub(PubSub):
                 if exc.type != "QueueNotExist":
                     raise
 
+    def delete_topic(self, topic: str) -> None:
+        """Delete the MNS topic, its subscriptions and the queue of every group; idempotent.
+
+        Private groups' queues go too. A subscription that does not push to a queue of this
+        instance's region and account under its own name (one added outside faasml) loses only
+        the subscription, with the topic.
+
+        :raises InvalidTopicError: ``topic`` is not a portable name.
+        """
+        validate_topic(topic)
+        account = self._account()
+        mns_topic = self.ex_topic_name(topic)
+        names: list[str] = []
+        with self._errors(f"listing the subscriptions of topic {mns_topic}"):
+            try:
+                marker = ""
+                while True:
+                    urls, marker = account.get_topic(mns_topic).list_subscription(marker=marker)
+                    names.extend(str(url).rstrip("/").rsplit("/", 1)[-1] for url in urls)
+                    if not marker:
+                        break
+            except MNSServerException as exc:
+                if exc.type != "TopicNotExist":
+                    raise
+        queues = [name for name in names if self._pushes_to_own_queue(mns_topic, name)]
+        with self._errors(f"deleting topic {mns_topic}"):
+            account.get_topic(mns_topic).delete()  # takes its subscriptions along
+        for queue in queues:
+            self._detach(topic, queue)
+        with self._lock:
+            for key in [key for key in self._ensured if key[0] == topic]:
+                del self._ensured[key]
+
+    def _pushes_to_own_queue(self, mns_topic: str, subscription: str) -> bool:
+        """Whether the subscription pushes to the queue of its own name (as faasml makes them)."""
+        with self._errors(f"reading subscription {subscription} of topic {mns_topic}"):
+            try:
+                meta = self._account().get_subscription(mns_topic, subscription).get_attributes()
+            except MNSServerException as exc:
+                if exc.type in ("TopicNotExist", "SubscriptionNotExist"):
+                    return False
+                raise
+        return bool(meta.endpoint == self._queue_endpoint(subscription))
+
     def subscribe(
         self, topic: str, group: str | None = None, *, visibility_timeout: float | None = None
     ) -> MNSSubscription:
@@ -702,7 +716,7 @@ class MNSSubscription(Subscription):
                 continue  # the lease is already lost: another receive has the message now
             messages.append(
                 Message(
-                    _decode(item.message_body),
+                    decode_body(item.message_body),
                     topic=self.topic,
                     id=str(item.message_id),
                     deliveries=int(item.dequeue_count),

@@ -13,6 +13,7 @@ Mapping onto JetStream:
   ``ack_wait`` = visibility timeout) created by :meth:`NATSPubSub.ensure_group` or
   :meth:`NATSPubSub.subscribe`. ``ack_wait`` belongs to the consumer, so it is shared by the
   group: subscribing with another ``visibility_timeout`` updates it for every member;
+* :meth:`NATSPubSub.delete_topic` deletes the topic's stream, with its consumers and messages;
 * ``subscribe(topic)`` without a group creates an ephemeral pull consumer, deleted on close (or
   by the server after :data:`ANON_INACTIVE_THRESHOLD` seconds without a pull, if the process
   died);
@@ -67,6 +68,7 @@ from faasml.errors import (
     ServiceUnavailableError,
 )
 from faasml.interfaces import Message, PubSub, Subscription, validate_topic
+from faasml.storage._common import exportable_secret
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -77,7 +79,6 @@ if TYPE_CHECKING:
 __all__ = ["NATSPubSub", "NATSSubscription"]
 
 T = TypeVar("T")
-SecretValue = str | dict[str, str] | None
 
 #: delays (seconds) before the retries of an idempotent call after a connection error.
 RETRY_DELAYS: tuple[float, ...] = (0.1, 0.2, 0.4)
@@ -544,6 +545,25 @@ class NATSPubSub(PubSub):
             lambda: self._ensure_consumer(topic, group, None),
         )
 
+    def delete_topic(self, topic: str) -> None:
+        """Delete the topic's stream with its consumers (groups) and messages; idempotent.
+
+        A publish afterwards creates the stream again, with no consumer, so its message is
+        dropped at once (interest retention) until a group is created again.
+
+        :raises InvalidTopicError: ``topic`` is not a portable name.
+        """
+        validate_topic(topic)
+
+        async def delete() -> None:
+            from nats.js.errors import NotFoundError as JSNotFound
+
+            self._streams.discard(topic)
+            with contextlib.suppress(JSNotFound):
+                await self._js.delete_stream(self._stream_name(topic))
+
+        self._call(f"delete topic {topic!r}", delete)
+
     def subscribe(
         self, topic: str, group: str | None = None, *, visibility_timeout: float | None = None
     ) -> NATSSubscription:
@@ -611,14 +631,9 @@ class NATSPubSub(PubSub):
         if self.user is not None:
             config["user"] = self.user
         for option, value in (("password", self._password), ("token", self._token)):
-            if isinstance(value, str):
-                raise ConfigurationError(
-                    f"the NATS {option} was given as a literal string, which cannot be put in a "
-                    f'config that travels to workers; pass {option}={{"$env": "VAR"}} and export '
-                    "VAR where the backend runs"
-                )
-            if isinstance(value, dict):
-                config[option] = dict(value)
+            reference = exportable_secret(value, option, what=f"the NATS {option}")
+            if reference is not None:
+                config[option] = reference
         return config
 
     def close(self) -> None:

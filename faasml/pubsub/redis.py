@@ -7,6 +7,8 @@ Mapping onto Redis (under ``prefix``, default ``"faasml:"``):
   exists); every :class:`RedisSubscription` is its own consumer in it;
 * ``subscribe(topic)`` without a group creates a private group ``~anon:<hex>`` (``~`` is not
   allowed in user group names, so it cannot clash) and destroys it on close;
+* publishes use ``XADD NOMKSTREAM``: a topic without a stream has no group, so nothing is
+  written, and :meth:`RedisPubSub.delete_topic` (``DEL`` of the stream) leaves no key behind;
 * delivery is ``XREADGROUP``; an entry left un-acked for longer than the visibility timeout is
   taken over with ``XAUTOCLAIM`` (checked before every blocking read, and reads block in slices of
   at most 100 ms so an idle subscriber notices expired entries promptly);
@@ -46,7 +48,7 @@ from typing import Any, ClassVar
 
 from faasml.errors import ConfigurationError, NotFoundError, PayloadTooLargeError
 from faasml.interfaces import Message, PubSub, Subscription, validate_topic
-from faasml.storage.redis import RedisConnection, check_exportable_secret, command, redact_url
+from faasml.storage.redis import RedisConnection, command, redact_url, redis_config
 
 __all__ = ["RedisPubSub", "RedisSubscription"]
 
@@ -256,9 +258,11 @@ class RedisPubSub(PubSub):
         self.trim(topic, force=False)
 
     def _xadd(self, stream: bytes, data: bytes) -> tuple[Any, ...]:
+        # NOMKSTREAM: a topic without a stream has no group, so nobody would read the entry; not
+        # creating the stream keeps a deleted topic deleted.
         if self.maxlen is None:
-            return ("XADD", stream, "*", _FIELD, data)
-        return ("XADD", stream, "MAXLEN", "~", self.maxlen, "*", _FIELD, data)
+            return ("XADD", stream, "NOMKSTREAM", "*", _FIELD, data)
+        return ("XADD", stream, "NOMKSTREAM", "MAXLEN", "~", self.maxlen, "*", _FIELD, data)
 
     def _check_size(self, data: bytes) -> None:
         if len(data) > self.max_message_bytes:
@@ -324,6 +328,20 @@ class RedisPubSub(PubSub):
             self._create_group(topic, group, consumer)
         return RedisSubscription(self, topic, group, internal, consumer, vt)
 
+    def delete_topic(self, topic: str) -> None:
+        """Delete the topic's stream, with every group and pending entry in it; idempotent.
+
+        A deleted topic leaves no key behind: publishing to it writes nothing until a group is
+        created again (``XADD NOMKSTREAM``).
+
+        :raises InvalidTopicError: ``topic`` is not a portable name.
+        """
+        validate_topic(topic)
+        stream = self._stream(topic)
+        self._conn.call(f"delete topic {topic!r}", lambda: command(self._redis, "DEL", stream))
+        with self._lock:
+            self._last_trim.pop(stream, None)
+
     def trim(self, topic: str, *, force: bool = True) -> int:
         """Drop the entries of ``topic`` that no group still needs; return how many.
 
@@ -348,23 +366,13 @@ class RedisPubSub(PubSub):
         :raises ConfigurationError: the password was given literally (in ``password=`` or in the
             URL); only ``{"$env": "VAR"}`` references may travel to workers.
         """
-        from urllib.parse import urlsplit
-
-        if urlsplit(self.url).password is not None:
-            raise ConfigurationError(
-                f"the Redis URL {redact_url(self.url)!r} embeds a password, which cannot be put "
-                'in a config that travels to workers; remove it and pass password={"$env": "VAR"}'
-            )
-        check_exportable_secret(self._password, "the Redis password", option="password")
-        config: dict[str, Any] = {
-            "url": self.url,
-            "prefix": self.prefix,
-            "visibility_timeout": self.visibility_timeout,
-            "maxlen": self.maxlen,
-        }
-        if isinstance(self._password, dict):
-            config["password"] = dict(self._password)
-        return config
+        return redis_config(
+            self.url,
+            self._password,
+            prefix=self.prefix,
+            visibility_timeout=self.visibility_timeout,
+            maxlen=self.maxlen,
+        )
 
     def close(self) -> None:
         """Release the connection pool. Idempotent."""
@@ -527,10 +535,13 @@ class RedisSubscription(Subscription):
             return
         self._closed = True
         if self.group is None:
-            self._conn.call(
-                f"destroy the private group of topic {self.topic!r}",
-                lambda: command(self._redis, "XGROUP", "DESTROY", self._stream, self._group),
-            )
+            try:
+                self._conn.call(
+                    f"destroy the private group of topic {self.topic!r}",
+                    lambda: command(self._redis, "XGROUP", "DESTROY", self._stream, self._group),
+                )
+            except NotFoundError:
+                return  # the topic was deleted: its groups went with it
             self._ps.trim(self.topic)
         else:
             try:

@@ -12,6 +12,8 @@ The design is therefore an explicit pairing:
   ``queue=`` (``"redis"``, ``"nats"``, ``"local"``, ``"mns"`` ... or a configured instance). SMN
   fans the message out to whatever subscribes to the topic outside faasml (audit, alerting, a
   FunctionGraph trigger); the paired queue gives faasml's consumers groups, leases and acks;
+* :meth:`SMNPubSub.delete_topic` deletes the SMN topic (and with it every SMN subscription to it)
+  and then the topic in the paired queue;
 * :meth:`SMNPubSub.subscribe` and :meth:`SMNPubSub.ensure_group` are the paired queue's, so
   groups, visibility timeouts, ``ack``/``nack``/``touch`` and ``deliveries`` behave exactly as that
   backend documents. Without ``queue=`` they raise :class:`~faasml.errors.ConfigurationError`.
@@ -36,7 +38,6 @@ Credentials: ``access_key_id``/``secret_access_key``/``security_token`` take a s
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import os
@@ -58,6 +59,8 @@ from faasml.errors import (
     ThrottledError,
 )
 from faasml.interfaces import PubSub, Subscription, validate_topic
+from faasml.pubsub._common import encode_body, message_bytes
+from faasml.storage._common import exportable_secret
 
 __all__ = ["ERROR_STATUSES", "SMNPubSub", "translate_error"]
 
@@ -89,7 +92,6 @@ TOPIC_NOT_FOUND = "SMN.0006"
 #: SMN's limit on the ``message`` string, and the largest payload whose base64 fits in it.
 SMN_MESSAGE_LIMIT = 256 * 1024
 _MAX_PAYLOAD = SMN_MESSAGE_LIMIT // 4 * 3
-_EMPTY_BODY = "="
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _TIMEOUT = (10.0, 30.0)
 
@@ -145,12 +147,7 @@ def translate_error(exc: Exception, *, endpoint: str, doing: str) -> FaaSMLError
 
 
 def _encode(data: object, limit: int, queue_name: str | None) -> tuple[bytes, str]:
-    if isinstance(data, bytes):
-        raw = data
-    elif isinstance(data, (bytearray, memoryview)):
-        raw = bytes(data)
-    else:
-        raise TypeError(f"message data must be bytes, got {type(data).__name__}")
+    raw = message_bytes(data)
     if len(raw) > limit:
         paired = f" and the paired {queue_name!r} queue's" if queue_name else ""
         raise PayloadTooLargeError(
@@ -159,17 +156,7 @@ def _encode(data: object, limit: int, queue_name: str | None) -> tuple[bytes, st
             f"base64{paired}); store large data in the object store and publish its key",
             provider="smn",
         )
-    return raw, base64.b64encode(raw).decode("ascii") or _EMPTY_BODY
-
-
-def _exportable(value: str | dict[str, str] | None, option: str) -> dict[str, str] | None:
-    if isinstance(value, str):
-        raise ConfigurationError(
-            f"{option} was given as a literal string, which cannot be put in a config that "
-            f'travels to workers; pass {option}={{"$env": "VAR"}} and export VAR where the '
-            "backend runs"
-        )
-    return None if value is None else dict(value)
+    return raw, encode_body(raw)
 
 
 def _build_queue(queue: str | Mapping[str, Any] | PubSub) -> tuple[PubSub, bool]:
@@ -293,8 +280,9 @@ class SMNPubSub(PubSub):
         self._owns_queue = False
         if queue is not None:
             self._queue, self._owns_queue = _build_queue(queue)
-            # An instance attribute on purpose: the effective limit depends on the paired queue.
+            # Instance attributes on purpose: the effective limit and order are the paired queue's.
             self.max_message_bytes = min(_MAX_PAYLOAD, self._queue.max_message_bytes)
+            self.preserves_order = self._queue.preserves_order
 
     def _resolve_credentials(self) -> tuple[str, str, str]:
         ak = resolve_secret(self._access_key_id, "SMN access_key_id") or os.environ.get(ENV_AK)
@@ -354,8 +342,8 @@ class SMNPubSub(PubSub):
             "project_id": self.project_id,
             "endpoint": self.endpoint,
             "access_key_id": dict(key_id) if isinstance(key_id, dict) else key_id,
-            "secret_access_key": _exportable(self._secret_access_key, "secret_access_key"),
-            "security_token": _exportable(self._security_token, "security_token"),
+            "secret_access_key": exportable_secret(self._secret_access_key, "secret_access_key"),
+            "security_token": exportable_secret(self._security_token, "security_token"),
             "queue": queue,
             "prefix": self.prefix,
         }
@@ -513,6 +501,44 @@ class SMNPubSub(PubSub):
         validate_topic(topic)
         validate_topic(group)
         self._paired("hold a consumer group").ensure_group(topic, group)
+
+    def delete_topic(self, topic: str) -> None:
+        """Delete the SMN topic, then the topic in the paired queue; idempotent.
+
+        The SMN topic is looked up by name (``ListTopics``), so a topic that was never created is
+        not created to be deleted. Deleting it removes **every** SMN subscription to it, those
+        added outside faasml included. A later publish creates the SMN topic again.
+
+        :raises InvalidTopicError: ``topic`` is not a portable name.
+        """
+        validate_topic(topic)
+        from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+        from huaweicloudsdksmn.v2 import DeleteTopicRequest
+
+        urn = self._find_topic_urn(topic)
+        if urn is not None:
+            with self._errors(f"deleting topic {urn}"):
+                try:
+                    self._smn().delete_topic(DeleteTopicRequest(topic_urn=urn))
+                except ClientRequestException as exc:
+                    if int(exc.status_code) != 404:
+                        raise
+        with self._lock:
+            self._urns.pop(topic, None)
+        if self._queue is not None:
+            self._queue.delete_topic(topic)
+
+    def _find_topic_urn(self, topic: str) -> str | None:
+        """The URN of ``topic``'s SMN topic if it exists, without creating it."""
+        from huaweicloudsdksmn.v2 import ListTopicsRequest
+
+        name = self.prefix + topic
+        with self._errors(f"looking up topic {name}"):
+            response = self._smn().list_topics(ListTopicsRequest(name=name))
+        for found in response.topics or []:
+            if found.name == name:  # ``name`` is an exact filter; checked all the same
+                return str(found.topic_urn)
+        return None
 
     def close(self) -> None:
         """Close the paired queue if this instance built it. Idempotent."""

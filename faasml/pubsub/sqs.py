@@ -18,7 +18,8 @@ How the contract maps onto SNS and SQS:
   256 KiB per call). SNS copies the message into every queue subscribed *at that moment*, which
   is exactly "delivered to each group that exists when it is published".
 * ``ensure_group`` creates the topic, the queue (with a policy that lets the topic write to it)
-  and the subscription; every step is idempotent.
+  and the subscription; every step is idempotent. ``delete_topic`` unsubscribes and deletes the
+  queue of every group (private ones included), then deletes the topic.
 * Bodies are bytes, SNS/SQS bodies are text: bodies travel base64-encoded (the empty payload as
   ``"="``, because SNS refuses empty messages). SNS accepts 262,144 bytes per message, so
   :attr:`SQSPubSub.max_message_bytes` is 192 KiB (196,608 bytes), whose base64 form is exactly
@@ -68,10 +69,7 @@ call).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -86,8 +84,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
-from botocore.config import Config
-
 from faasml.errors import (
     ConfigurationError,
     NotFoundError,
@@ -95,12 +91,15 @@ from faasml.errors import (
     ProviderError,
 )
 from faasml.interfaces import Message, PubSub, Subscription, validate_topic
+from faasml.pubsub._common import decode_body, encode_body, name_digest
 from faasml.storage._aws_errors import (
     SecretValue,
-    aws_session,
+    aws_clients,
+    aws_credentials,
     error_from_code,
+    has_error_code,
     map_aws_errors,
-    secret_for_config,
+    secrets_for_config,
 )
 
 __all__ = ["SQSPubSub", "SQSSubscription", "queue_name", "topic_name"]
@@ -128,8 +127,6 @@ _RESPONSE_MARGIN = 0.25
 _CLOSE_TIMEOUT = 30.0
 #: an ack-sending thread with nothing to send for this long ends (a new one starts on demand).
 _ACK_IDLE = 5.0
-#: body of the empty payload: SNS refuses empty messages, and no non-empty base64 text is "=".
-_EMPTY_BODY = "="
 _ANONYMOUS = "_anon-"
 #: errors that mean the lease behind a receipt handle is gone (expired and received again).
 _LEASE_LOST = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"})
@@ -150,24 +147,10 @@ def queue_name(prefix: str, topic: str, group: str) -> str:
     readable = f"{prefix}{topic}--{group}{_FIFO}"
     if "--" not in topic and not topic.endswith("-") and len(readable) <= _QUEUE_NAME_MAX:
         return readable
-    digest = hashlib.sha256(f"{topic}\n{group}".encode()).hexdigest()[:_HASH_CHARS]
+    digest = name_digest(topic, group, length=_HASH_CHARS)
     room = _QUEUE_NAME_MAX - len(_FIFO) - len(prefix) - 1 - _HASH_CHARS
     hint = topic.replace("-", "_")[: max(room, 0)]
     return f"{prefix}{hint}_{digest}{_FIFO}"
-
-
-def _encode(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii") if data else _EMPTY_BODY
-
-
-def _decode(body: str) -> bytes:
-    if body == _EMPTY_BODY:
-        return b""
-    try:
-        return base64.b64decode(body, validate=True)
-    except (binascii.Error, ValueError):
-        # Not written by faasml (the console, another tool): hand over the text itself.
-        return body.encode("utf-8")
 
 
 def _sibling_arn(topic_arn: str, service: str, name: str) -> str:
@@ -220,7 +203,9 @@ def _drop_private_queue(
         _log.debug("unsubscribe %s failed", subscription_arn, exc_info=True)
     try:
         sqs.delete_queue(QueueUrl=queue_url)
-    except Exception:
+    except Exception as exc:
+        if has_error_code(exc, "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            return  # deleted with its topic (delete_topic) or by hand: nothing left to do
         _log.warning("could not delete private queue %s; delete it by hand", queue_url)
 
 
@@ -284,25 +269,18 @@ class SQSPubSub(PubSub):
         self._ordered = bool(ordered)
         self.preserves_order = self._ordered
         self._max_attempts = int(max_attempts)
-        self._secrets: dict[str, SecretValue] = {
-            "access_key_id": access_key_id,
-            "secret_access_key": secret_access_key,
-            "session_token": session_token,
-        }
+        self._secrets = aws_credentials(access_key_id, secret_access_key, session_token)
         self._owns_clients = clients is None
         if clients is None:
-            session = aws_session(
+            clients = aws_clients(
+                self.name,
+                "SNS/SQS clients",
+                ("sns", "sqs"),
                 region=region,
-                access_key_id=access_key_id,
-                secret_access_key=secret_access_key,
-                session_token=session_token,
+                endpoint_url=endpoint_url,
+                credentials=self._secrets,
+                max_attempts=self._max_attempts,
             )
-            config = Config(retries={"max_attempts": self._max_attempts, "mode": "adaptive"})
-            with map_aws_errors(self.name, "SNS/SQS clients"):
-                clients = {
-                    service: session.client(service, endpoint_url=endpoint_url, config=config)
-                    for service in ("sns", "sqs")
-                }
         missing = {"sns", "sqs"} - set(clients)
         if missing:
             raise ConfigurationError(f"clients must have 'sns' and 'sqs', missing {missing}")
@@ -424,6 +402,62 @@ class SQSPubSub(PubSub):
         validate_topic(group)
         self._ensure(topic, group)
 
+    def delete_topic(self, topic: str) -> None:
+        """Delete the SNS topic, its subscriptions and the SQS queue of every group; idempotent.
+
+        Private groups' queues go too. The topic is found with ``CreateTopic`` (which returns an
+        existing topic's ARN), so deleting a missing topic creates and deletes it. On AWS a
+        queue name can be used again only 60 seconds after its queue was deleted, so a group of
+        the deleted topic cannot be recreated at once (``QueueDeletedRecently``).
+
+        :raises InvalidTopicError: ``topic`` is not a portable name.
+        """
+        validate_topic(topic)
+        arn = self._topic_arn(topic)
+        resource = f"topic {topic!r} (SNS {topic_name(self._prefix, topic)})"
+        subscriptions: list[dict[str, Any]] = []
+        token: str | None = None
+        try:
+            while True:
+                extra = {"NextToken": token} if token else {}
+                page = self._call(
+                    resource,
+                    partial(self._sns.list_subscriptions_by_topic, TopicArn=arn, **extra),
+                )
+                subscriptions.extend(page.get("Subscriptions") or [])
+                token = page.get("NextToken")
+                if not token:
+                    break
+        except NotFoundError:
+            subscriptions = []  # deleted meanwhile: it took its subscriptions along
+        for subscription in subscriptions:
+            self._drop_subscription(arn, subscription)
+        self._call(resource, lambda: self._sns.delete_topic(TopicArn=arn))
+        with self._lock:
+            self._topic_arns.pop(topic, None)
+
+    def _drop_subscription(self, topic_arn: str, subscription: Mapping[str, Any]) -> None:
+        """Unsubscribe one subscription of a topic being deleted, and delete its queue if ours."""
+        subscription_arn = str(subscription.get("SubscriptionArn", ""))
+        endpoint = str(subscription.get("Endpoint", ""))
+        if subscription_arn.startswith("arn:"):  # "PendingConfirmation" has no ARN yet
+            with contextlib.suppress(NotFoundError):
+                self._call(
+                    f"subscription {subscription_arn}",
+                    lambda: self._sns.unsubscribe(SubscriptionArn=subscription_arn),
+                )
+        name = endpoint.rsplit(":", 1)[-1]
+        # Only queues of this account and region, named by this backend's prefix, are deleted.
+        if subscription.get("Protocol") != "sqs" or not name.startswith(self._prefix):
+            return
+        if endpoint != _sibling_arn(topic_arn, "sqs", name):
+            return
+        resource = f"queue {name} (SQS)"
+        with contextlib.suppress(NotFoundError):
+            found = self._call(resource, lambda: self._sqs.get_queue_url(QueueName=name))
+            queue_url = str(found["QueueUrl"])
+            self._call(resource, lambda: self._sqs.delete_queue(QueueUrl=queue_url))
+
     def subscribe(
         self, topic: str, group: str | None = None, *, visibility_timeout: float | None = None
     ) -> SQSSubscription:
@@ -465,7 +499,7 @@ class SQSPubSub(PubSub):
                 f"the sqs backend (SNS takes {_SNS_MAX_BYTES} bytes, and bodies travel as base64)",
                 provider=self.name,
             )
-        return _encode(bytes(data))
+        return encode_body(bytes(data))
 
     def _with_topic(self, topic: str, send: Callable[[str], None]) -> None:
         """Run ``send(topic ARN)``; if a cached topic was deleted meanwhile, recreate it once."""
@@ -562,10 +596,7 @@ class SQSPubSub(PubSub):
             "ordered": self._ordered,
             "max_attempts": self._max_attempts,
         }
-        for name, value in self._secrets.items():
-            ref = secret_for_config(self.name, name, value)
-            if ref is not None:
-                config[name] = ref
+        config.update(secrets_for_config(self.name, self._secrets))
         return config
 
     def close(self) -> None:
@@ -781,7 +812,7 @@ class SQSSubscription(Subscription):
             self._held[id(lease)] = lease
         attributes = item.get("Attributes") or {}
         return Message(
-            _decode(str(item.get("Body", ""))),
+            decode_body(str(item.get("Body", ""))),
             topic=self.topic,
             id=str(item.get("MessageId", "")),
             deliveries=int(attributes.get("ApproximateReceiveCount", 1)),

@@ -204,9 +204,9 @@ def handle(payload: bytes) -> bytes:
         completion.value = value
     else:
         key = result_key(spec.prefix, spec.job, spec.task, spec.attempt)
-        storage.put(key, serialization.seal(value, secret))
+        storage.put(key, serialization.seal(value, secret, compress=spec.compress))
         completion.value_key = key
-    sealed = serialization.seal(completion.encode(), secret)
+    sealed = serialization.seal(completion.encode(), secret, compress=spec.compress)
     _announce(spec, storage, pubsub, completion, sealed, secret, value)
     return sealed
 
@@ -227,7 +227,7 @@ def _announce(
         # The driver lists the job prefix when messages stop arriving; make sure it finds this.
         if completion.value_key is None:
             key = result_key(spec.prefix, spec.job, spec.task, spec.attempt)
-            storage.put(key, serialization.seal(value, secret))
+            storage.put(key, serialization.seal(value, secret, compress=spec.compress))
             completion.value_key = key
             completion.value = None
         storage.put(

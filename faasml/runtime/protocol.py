@@ -54,6 +54,7 @@ class TaskSpec:
     args: bytes | None = None
     args_key: str | None = None
     time_budget: float | None = None
+    compress: bool = True  # whether results are worth compressing (not for same-host stores)
     version: int = PROTOCOL_VERSION
 
     def encode(self) -> bytes:

@@ -12,20 +12,19 @@ botocore exceptions become :mod:`faasml.errors`. The translation is table-driven
 and anything else becomes a plain :class:`~faasml.errors.ProviderError`. The faasml error keeps
 the service's code, the HTTP status and the request id, and is raised ``from`` the botocore one.
 
-:func:`aws_session` and :func:`secret_for_config` implement the credential rules both backends
-share: the default boto3 chain unless credentials are given, given ones may be
+:func:`aws_session`, :func:`aws_clients` and :func:`secrets_for_config` implement the credential
+rules both backends share: the default boto3 chain unless credentials are given, given ones may be
 ``{"$env": "VAR"}`` references, and only references (never values) go into ``to_config()``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -51,6 +50,7 @@ from faasml.errors import (
     ServiceUnavailableError,
     ThrottledError,
 )
+from faasml.storage._common import SecretValue, exportable_secret, retry_after_seconds
 
 __all__ = [
     "BOTOCORE_ERROR_MAP",
@@ -63,12 +63,12 @@ __all__ = [
     "has_error_code",
     "map_aws_errors",
     "translate_error",
+    "aws_clients",
+    "aws_credentials",
     "aws_session",
     "secret_for_config",
+    "secrets_for_config",
 ]
-
-#: a credential as the constructors accept it: a literal, ``{"$env": "VAR"}``, or ``None``.
-SecretValue = str | dict[str, str] | None
 
 #: botocore ``ClientError`` codes (S3, SQS, SNS) -> the faasml error raised for them.
 ERROR_CODE_MAP: Mapping[str, type[ProviderError]] = {
@@ -171,22 +171,6 @@ def has_error_code(exc: BaseException, *codes: str) -> bool:
     return isinstance(exc, ClientError) and any(c in codes for c in error_codes(exc) if c)
 
 
-def _retry_after(headers: Mapping[str, Any]) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), if there is one."""
-    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(str(raw))
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def _pick_class(code: str, message: str, status: int | None) -> type[ProviderError]:
     lowered = message.lower()
     for rule_code, text, cls in MESSAGE_RULES:
@@ -275,7 +259,7 @@ def translate_error(
             str(exc.response.get("Error", {}).get("Message", "") or ""),
             status=status,
             request_id=meta.get("RequestId") or None,
-            retry_after=_retry_after(headers),
+            retry_after=retry_after_seconds(headers),
             description=(messages or {}).get(code),
         )
     for botocore_cls, cls in BOTOCORE_ERROR_MAP:
@@ -353,19 +337,73 @@ def aws_session(
     )
 
 
+def aws_credentials(
+    access_key_id: SecretValue, secret_access_key: SecretValue, session_token: SecretValue
+) -> dict[str, SecretValue]:
+    """The credential options of an AWS backend by name (for :func:`aws_clients` and config)."""
+    return {
+        "access_key_id": access_key_id,
+        "secret_access_key": secret_access_key,
+        "session_token": session_token,
+    }
+
+
+def aws_clients(
+    provider: str,
+    resource: str,
+    services: tuple[str, ...],
+    *,
+    region: str | None,
+    endpoint_url: str | None,
+    credentials: Mapping[str, SecretValue],
+    max_attempts: int,
+    **config: Any,
+) -> dict[str, Any]:
+    """boto3 clients of ``services`` on one session, with botocore's adaptive retries.
+
+    :param provider: backend name put on errors.
+    :param resource: what the clients are for, named in errors.
+    :param credentials: :func:`aws_credentials`; ``None`` values use the default chain.
+    :param max_attempts: attempts per request, the first included.
+    :param config: more ``botocore.config.Config`` options (``max_pool_connections`` ...).
+    :raises ConfigurationError: see :func:`aws_session`; or no region can be found.
+    """
+    session = aws_session(
+        region=region,
+        access_key_id=credentials.get("access_key_id"),
+        secret_access_key=credentials.get("secret_access_key"),
+        session_token=credentials.get("session_token"),
+    )
+    options = Config(retries={"max_attempts": max_attempts, "mode": "adaptive"}, **config)
+    with map_aws_errors(provider, resource):
+        return {
+            service: session.client(service, endpoint_url=endpoint_url, config=options)
+            for service in services
+        }
+
+
 def secret_for_config(backend: str, name: str, value: SecretValue) -> dict[str, str] | None:
     """Return ``value`` as it may appear in ``to_config()``: ``None`` or an ``$env`` reference.
 
     :raises ConfigurationError: ``value`` is a literal secret, which must not travel in task
         payloads; the message says what to pass instead.
     """
-    if value is None:
-        return None
-    if isinstance(value, Mapping) and set(value) == {"$env"}:
-        return {"$env": str(value["$env"])}
-    raise ConfigurationError(
-        f"{backend}: {name} was given as a literal value, and to_config() never ships secret "
-        f'values; pass {name}={{"$env": "VAR"}} (read from the environment where the backend is '
-        "rebuilt), or leave it unset to use the default AWS credential chain (environment, "
-        "profile, IAM role)"
+    return exportable_secret(
+        value,
+        name,
+        message=(
+            f"{backend}: {name} was given as a literal value, and to_config() never ships secret "
+            f'values; pass {name}={{"$env": "VAR"}} (read from the environment where the backend '
+            "is rebuilt), or leave it unset to use the default AWS credential chain (environment, "
+            "profile, IAM role)"
+        ),
     )
+
+
+def secrets_for_config(backend: str, secrets: Mapping[str, SecretValue]) -> dict[str, Any]:
+    """The ``to_config()`` entries of a backend's credentials: references only, unset ones left out.
+
+    :raises ConfigurationError: a credential is a literal value (see :func:`secret_for_config`).
+    """
+    exported = {name: secret_for_config(backend, name, value) for name, value in secrets.items()}
+    return {name: ref for name, ref in exported.items() if ref is not None}

@@ -30,6 +30,7 @@ from faasml.errors import (
     ServiceUnavailableError,
 )
 from faasml.interfaces import ObjectInfo, ObjectStore, validate_key
+from faasml.storage._common import byte_view, clamp_range
 
 __all__ = ["FileObjectStore"]
 
@@ -67,19 +68,6 @@ def _segment_of_dir(name: str) -> str:
     return name
 
 
-def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
-    """Return a flat unsigned-byte view of ``data`` without copying when possible.
-
-    :raises TypeError: ``data`` does not support the buffer protocol (``str`` for instance).
-    """
-    view = memoryview(data)
-    if not view.c_contiguous:
-        view = memoryview(view.tobytes())
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
-    return view
-
-
 def _default_parent() -> str | None:
     """Return ``/dev/shm`` when it is a writable tmpfs with room to spare, else ``None``."""
     shm = "/dev/shm"
@@ -103,6 +91,7 @@ class FileObjectStore(ObjectStore):
     """
 
     name: ClassVar[str] = "file"
+    same_host = True
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self._owns_root = root is None
@@ -203,7 +192,7 @@ class FileObjectStore(ObjectStore):
         :raises ServiceUnavailableError: the store was closed and its temporary root removed.
         """
         key = validate_key(key)
-        view = _byte_view(data)
+        view = byte_view(data)
         self._check_open()
         path, directory = self._paths(key)
         fd, tmp = self._make_temp(directory)
@@ -273,8 +262,7 @@ class FileObjectStore(ObjectStore):
         fd = self._open_read(key)
         try:
             size = os.fstat(fd).st_size
-            lo = min(start or 0, size)
-            hi = size if end is None else min(end, size)
+            lo, hi = clamp_range(start, end, size)
             if hi <= lo:
                 return b""
             # Objects are replaced by rename, never rewritten in place, so the open file keeps

@@ -64,6 +64,18 @@ from faasml.errors import (
     ThrottledError,
 )
 from faasml.interfaces import ObjectInfo, ObjectStore, validate_key
+from faasml.storage._common import (
+    HTTP_STATUS_MAP,
+    SecretValue,
+    byte_view,
+    clamp_range,
+    exportable_secret,
+    exportable_secrets,
+    is_env_reference,
+    listed_key,
+    normalize_prefix,
+    slice_answer,
+)
 
 if TYPE_CHECKING:
     from libcloud.storage.base import Container, StorageDriver
@@ -71,7 +83,6 @@ if TYPE_CHECKING:
 __all__ = ["ERROR_CODE_MAP", "LibcloudObjectStore"]
 
 T = TypeVar("T")
-SecretValue = str | dict[str, str] | None
 
 _INSTALL_HINT = 'pip install "faasml[libcloud]"'
 #: driver_options that hold credentials: literal values of these cannot go into to_config().
@@ -95,60 +106,7 @@ ERROR_CODE_MAP: dict[str, type[FaaSMLError]] = {
     "KeyConflict": ProviderError,  # LOCAL: a key and a prefix of it cannot both be objects
 }
 #: HTTP status (from errors that only carry one) -> faasml error.
-STATUS_MAP: dict[int, type[FaaSMLError]] = {
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    409: AlreadyExistsError,
-    429: ThrottledError,
-    500: ServiceUnavailableError,
-    502: ServiceUnavailableError,
-    503: ServiceUnavailableError,
-    504: ServiceUnavailableError,
-}
-
-
-def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
-    """Return a flat unsigned-byte view of ``data``.
-
-    :raises TypeError: ``data`` does not support the buffer protocol (``str`` for instance).
-    """
-    view = memoryview(data)
-    if not view.c_contiguous:
-        view = memoryview(view.tobytes())
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
-    return view
-
-
-def _normalize_prefix(prefix: str) -> str:
-    """Return ``prefix`` ending in ``/`` ("" stays ""), or raise ConfigurationError."""
-    stripped = prefix.strip("/")
-    if not stripped:
-        return ""
-    try:
-        validate_key(stripped)
-    except ValueError as exc:
-        raise ConfigurationError(f"store prefix {prefix!r} is not a valid key path: {exc}") from exc
-    return stripped + "/"
-
-
-def _check_exportable(value: object, option: str) -> None:
-    """Refuse to put a literal credential into a config that travels to workers."""
-    if isinstance(value, str):
-        raise ConfigurationError(
-            f"{option} was given as a literal string, which cannot be put in a config that travels "
-            f'to workers; pass {option}={{"$env": "VAR"}} and export VAR where the store runs'
-        )
-
-
-def _is_env_ref(value: object) -> bool:
-    return isinstance(value, Mapping) and set(value) == {"$env"}
-
-
-def _exported(value: SecretValue) -> dict[str, str] | None:
-    """A copy of an ``{"$env": "VAR"}`` reference (literal strings were refused before)."""
-    return None if value is None or isinstance(value, str) else {"$env": str(value["$env"])}
+STATUS_MAP: Mapping[int, type[FaaSMLError]] = HTTP_STATUS_MAP
 
 
 def _timestamp(extra: Mapping[str, Any]) -> float | None:
@@ -227,7 +185,7 @@ class LibcloudObjectStore(ObjectStore):
         self._container_name = container
         self._key_option = key
         self._secret_option = secret
-        self._prefix = _normalize_prefix(prefix)
+        self._prefix = normalize_prefix(prefix)
         self._options = dict(driver_options or {})
         self._closed = False
         self._local = threading.local()
@@ -251,7 +209,7 @@ class LibcloudObjectStore(ObjectStore):
             self._resolved_secret = resolve_secret(secret, "libcloud secret")
             self._resolved_options = {
                 name: resolve_secret(value, f"libcloud driver option {name!r}")
-                if _is_env_ref(value)
+                if is_env_reference(value)
                 else value
                 for name, value in self._options.items()
             }
@@ -509,7 +467,7 @@ class LibcloudObjectStore(ObjectStore):
         from libcloud.storage.types import ObjectError
 
         name = self._name(key)
-        payload = _byte_view(data).tobytes()
+        payload = byte_view(data).tobytes()
         with self._map_errors("write", key):
             if if_absent and self._exists(name):
                 raise AlreadyExistsError(
@@ -566,15 +524,13 @@ class LibcloudObjectStore(ObjectStore):
         if not start and end is None:
             return b"".join(driver.download_object_as_stream(obj))
         size = obj.size if isinstance(obj.size, int) else None
-        lo = start or 0
-        hi = end if size is None or end is None else min(end, size)
-        if size is not None and hi is None:
-            hi = size
+        lo, hi = (start or 0, end) if size is None else clamp_range(start, end, size)
         if hi is not None and lo >= hi:
             return b""
         if not self.supports_range_get or size is None:
             self._warn_full_download()
-            return b"".join(driver.download_object_as_stream(obj))[lo:hi]
+            whole = b"".join(driver.download_object_as_stream(obj))
+            return slice_answer(whole, lo, hi, whole=True)
         try:
             data = b"".join(driver.download_object_range_as_stream(obj, lo, hi))
         except LibcloudError as exc:
@@ -582,7 +538,7 @@ class LibcloudObjectStore(ObjectStore):
             if "416" in str(getattr(exc, "value", exc)):
                 return b""
             raise
-        return data[: (hi - lo) if hi is not None else None]
+        return slice_answer(data, lo, hi, whole=False)
 
     def _warn_full_download(self) -> None:
         if self._range_warned or self.supports_range_get:
@@ -649,7 +605,6 @@ class LibcloudObjectStore(ObjectStore):
         instance) are skipped.
         """
         full = self._prefix + str(prefix)
-        skip = len(self._prefix)
         with self._map_errors("list"):
 
             def fetch(driver: StorageDriver) -> builtins.list[ObjectInfo]:
@@ -661,10 +616,8 @@ class LibcloudObjectStore(ObjectStore):
                     name = str(obj.name)
                     if not name.startswith(full):
                         continue
-                    key = name[skip:]
-                    try:
-                        validate_key(key)
-                    except ValueError:
+                    key = listed_key(name, self._prefix)
+                    if key is None:
                         continue
                     found.append(self._info(key, obj.size, obj.extra or {}, obj.hash))
                 return found
@@ -687,16 +640,14 @@ class LibcloudObjectStore(ObjectStore):
                 f"{self!r} wraps a driver instance, which cannot be rebuilt in another process; "
                 "pass the driver by name (driver='S3', driver_options={...})"
             )
-        _check_exportable(self._key_option, "key")
-        _check_exportable(self._secret_option, "secret")
+        references = exportable_secrets(
+            {"key": self._key_option, "secret": self._secret_option}, runner="store"
+        )
         for option, value in self._options.items():
             if option in SECRET_OPTIONS:
-                _check_exportable(value, f"driver_options[{option!r}]")
+                exportable_secret(value, f"driver_options[{option!r}]", runner="store")
         config: dict[str, Any] = {"driver": self._driver_label, "container": self._container_name}
-        for option, value in (("key", self._key_option), ("secret", self._secret_option)):
-            reference = _exported(value)
-            if reference is not None:
-                config[option] = reference
+        config.update(references)
         if self._prefix:
             config["prefix"] = self._prefix
         if self._options:
@@ -722,7 +673,7 @@ class LibcloudObjectStore(ObjectStore):
 
     def __repr__(self) -> str:
         shown = {
-            k: ("***" if k in SECRET_OPTIONS and not _is_env_ref(v) else v)
+            k: ("***" if k in SECRET_OPTIONS and not is_env_reference(v) else v)
             for k, v in self._options.items()
         }
         extra = f", driver_options={shown!r}" if shown else ""

@@ -39,6 +39,7 @@ from faasml.errors import (
     ServiceUnavailableError,
 )
 from faasml.interfaces import ObjectInfo, ObjectStore, validate_key
+from faasml.storage._common import byte_view
 
 __all__ = ["MemoryObjectStore"]
 
@@ -50,19 +51,6 @@ _MAX_SOCKET_PATH = 100
 _IDEMPOTENT_OPS = frozenset({"get", "head", "list", "put"})
 
 _Value = bytes | bytearray
-
-
-def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
-    """Return a flat unsigned-byte view of ``data`` without copying when possible.
-
-    :raises TypeError: ``data`` does not support the buffer protocol (``str`` for instance).
-    """
-    view = memoryview(data)
-    if not view.c_contiguous:
-        view = memoryview(view.tobytes())
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
-    return view
 
 
 def _read_exact(fd: int, size: int) -> bytearray:
@@ -413,6 +401,7 @@ class MemoryObjectStore(ObjectStore):
     """
 
     name: ClassVar[str] = "memory"
+    same_host = True
 
     def __init__(self, address: str | None = None) -> None:
         self._closed = False
@@ -443,7 +432,7 @@ class MemoryObjectStore(ObjectStore):
         :raises ServiceUnavailableError: the store (or its owner, for a client) is closed.
         """
         key = validate_key(key)
-        view = _byte_view(data)
+        view = byte_view(data)
         self._check_open()
         if self._client is not None:
             self._client.call("put", (key, if_absent), view)

@@ -32,7 +32,7 @@ import http.client
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -50,13 +50,24 @@ from faasml.errors import (
     ThrottledError,
 )
 from faasml.interfaces import ObjectInfo, ObjectStore, validate_key
+from faasml.storage._common import (
+    HTTP_STATUS_MAP,
+    SecretValue,
+    byte_view,
+    exportable_secrets,
+    is_empty_range,
+    listed_key,
+    normalize_prefix,
+    range_spec,
+    retry_after_seconds,
+    slice_answer,
+)
 
 if TYPE_CHECKING:
     from obs import ObsClient
 
 __all__ = ["ERROR_CODE_MAP", "OBSObjectStore"]
 
-SecretValue = str | dict[str, str] | None
 Signature = Literal["v4", "v2", "obs"]
 
 _INSTALL_HINT = 'pip install "faasml[huawei]"'
@@ -88,17 +99,7 @@ ERROR_CODE_MAP: dict[str, type[ProviderError]] = {
     "ConnectionError": ServiceUnavailableError,  # raised by the SDK: no answer at all
 }
 #: HTTP status -> faasml error, for answers without a code (HEAD) or with an unknown one.
-STATUS_MAP: dict[int, type[ProviderError]] = {
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    409: AlreadyExistsError,
-    429: ThrottledError,
-    500: ServiceUnavailableError,
-    502: ServiceUnavailableError,
-    503: ServiceUnavailableError,
-    504: ServiceUnavailableError,
-}
+STATUS_MAP: Mapping[int, type[ProviderError]] = HTTP_STATUS_MAP
 
 
 class _ErrorResult(Exception):
@@ -107,41 +108,6 @@ class _ErrorResult(Exception):
     def __init__(self, result: Any) -> None:
         super().__init__(f"OBS answered {result.status} {result.errorCode}")
         self.result = result
-
-
-def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
-    """Return a flat unsigned-byte view of ``data``.
-
-    :raises TypeError: ``data`` does not support the buffer protocol (``str`` for instance).
-    """
-    view = memoryview(data)
-    if not view.c_contiguous:
-        view = memoryview(view.tobytes())
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
-    return view
-
-
-def _normalize_prefix(prefix: str) -> str:
-    """Return ``prefix`` ending in ``/`` ("" stays ""), or raise ConfigurationError."""
-    stripped = prefix.strip("/")
-    if not stripped:
-        return ""
-    try:
-        validate_key(stripped)
-    except ValueError as exc:
-        raise ConfigurationError(f"store prefix {prefix!r} is not a valid key path: {exc}") from exc
-    return stripped + "/"
-
-
-def _check_exportable(value: SecretValue, option: str) -> dict[str, str] | None:
-    """Return the ``{"$env": ...}`` reference to export; refuse literal credentials."""
-    if isinstance(value, str):
-        raise ConfigurationError(
-            f"{option} was given as a literal string, which cannot be put in a config that travels "
-            f'to workers; pass {option}={{"$env": "VAR"}} and export VAR where the store runs'
-        )
-    return None if value is None else {"$env": str(value["$env"])}
 
 
 def region_from_server(server: str) -> str | None:
@@ -229,7 +195,7 @@ class OBSObjectStore(ObjectStore):
         self._id_option = access_key_id
         self._secret_option = secret_access_key
         self._token_option = security_token
-        self._prefix = _normalize_prefix(prefix)
+        self._prefix = normalize_prefix(prefix)
         self._path_style = bool(path_style)
         self._signature: Signature = signature
         self._region_option = region
@@ -400,14 +366,9 @@ class OBSObjectStore(ObjectStore):
                 f"{where}: the credentials may not {action} {what} ({reason})", **kw
             )
         if cls is ThrottledError:
-            retry_after = (headers or {}).get("retry-after")
-            try:
-                seconds = float(retry_after) if retry_after else None
-            except ValueError:
-                seconds = None
             return ThrottledError(
                 f"{where} throttled the request to {action} {what} ({reason}); retry later",
-                retry_after=seconds,
+                retry_after=retry_after_seconds(headers or {}),
                 **kw,
             )
         if cls is ServiceUnavailableError:
@@ -430,7 +391,7 @@ class OBSObjectStore(ObjectStore):
         :raises AlreadyExistsError: ``if_absent`` and the key exists.
         """
         name = self._name(key)
-        payload = _byte_view(data).tobytes()
+        payload = byte_view(data).tobytes()
         with self._map_errors("write", key):
             if if_absent:
                 found = self._client.getObjectMetadata(self._bucket, name)
@@ -456,11 +417,11 @@ class OBSObjectStore(ObjectStore):
 
         self._check_range(start, end)
         name = self._name(key)
-        lo = start or 0
-        if end is not None and end <= lo:
+        if is_empty_range(start, end):
             return b""
+        lo = start or 0
         ranged = not (lo == 0 and end is None)
-        header = GetObjectHeader(range=f"{lo}-{'' if end is None else end - 1}") if ranged else None
+        header = GetObjectHeader(range=range_spec(lo, end)) if ranged else None
         with self._map_errors("read", key):
             result = self._client.getObject(
                 self._bucket, name, loadStreamInMemory=True, headers=header
@@ -470,9 +431,8 @@ class OBSObjectStore(ObjectStore):
             if result.status >= 300:
                 raise _ErrorResult(result)
         data = bytes(result.body.buffer or b"")
-        if ranged and result.status == 200:  # the range was ignored: the whole object came back
-            return data[lo:end]
-        return data if end is None else data[: end - lo]
+        # A 200 to a ranged request: the range was ignored and the whole object came back.
+        return slice_answer(data, lo, end, whole=ranged and result.status == 200)
 
     def head(self, key: str) -> ObjectInfo:
         """Return the object's size, modification time and etag (``HeadObject``).
@@ -514,17 +474,14 @@ class OBSObjectStore(ObjectStore):
         (see the module docstring).
         """
         full = self._prefix + str(prefix)
-        skip = len(self._prefix)
         marker: str | None = None
         with self._map_errors("list"):
             while True:
                 page = self._list_page(full, marker)
                 contents = page.contents or []
                 for item in contents:
-                    key = str(item.key)[skip:]
-                    try:
-                        validate_key(key)
-                    except ValueError:
+                    key = listed_key(str(item.key), self._prefix)
+                    if key is None:
                         continue
                     yield ObjectInfo(
                         key=key,
@@ -556,14 +513,12 @@ class OBSObjectStore(ObjectStore):
                 "process; build the store from bucket= and server="
             )
         config: dict[str, Any] = {"bucket": self._bucket, "server": self._server}
-        for option, value in (
-            ("access_key_id", self._id_option),
-            ("secret_access_key", self._secret_option),
-            ("security_token", self._token_option),
-        ):
-            reference = _check_exportable(value, option)
-            if reference is not None:
-                config[option] = reference
+        secrets = {
+            "access_key_id": self._id_option,
+            "secret_access_key": self._secret_option,
+            "security_token": self._token_option,
+        }
+        config.update(exportable_secrets(secrets, runner="store"))
         if self._prefix:
             config["prefix"] = self._prefix
         config.update(path_style=self._path_style, signature=self._signature)

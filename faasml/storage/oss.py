@@ -45,13 +45,23 @@ from faasml.errors import (
     ThrottledError,
 )
 from faasml.interfaces import ObjectInfo, ObjectStore, validate_key
+from faasml.storage._common import (
+    HTTP_STATUS_MAP,
+    SecretValue,
+    byte_view,
+    exportable_secrets,
+    is_empty_range,
+    listed_key,
+    normalize_prefix,
+    retry_after_seconds,
+    slice_answer,
+)
 
 if TYPE_CHECKING:
     import oss2
 
 __all__ = ["ERROR_CODE_MAP", "OSSObjectStore"]
 
-SecretValue = str | dict[str, str] | None
 
 _INSTALL_HINT = 'pip install "faasml[aliyun]"'
 _ENV_VARS = ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET")
@@ -88,52 +98,7 @@ ERROR_CODE_MAP: dict[str, type[ProviderError]] = {
     "InconsistentError": ServiceUnavailableError,  # CRC-64 mismatch: corrupted in transit
 }
 #: HTTP status -> faasml error, for answers whose code is not in the table (HEAD has no body).
-STATUS_MAP: dict[int, type[ProviderError]] = {
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    409: AlreadyExistsError,
-    429: ThrottledError,
-    500: ServiceUnavailableError,
-    502: ServiceUnavailableError,
-    503: ServiceUnavailableError,
-    504: ServiceUnavailableError,
-}
-
-
-def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
-    """Return a flat unsigned-byte view of ``data``.
-
-    :raises TypeError: ``data`` does not support the buffer protocol (``str`` for instance).
-    """
-    view = memoryview(data)
-    if not view.c_contiguous:
-        view = memoryview(view.tobytes())
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
-    return view
-
-
-def _normalize_prefix(prefix: str) -> str:
-    """Return ``prefix`` ending in ``/`` ("" stays ""), or raise ConfigurationError."""
-    stripped = prefix.strip("/")
-    if not stripped:
-        return ""
-    try:
-        validate_key(stripped)
-    except ValueError as exc:
-        raise ConfigurationError(f"store prefix {prefix!r} is not a valid key path: {exc}") from exc
-    return stripped + "/"
-
-
-def _check_exportable(value: SecretValue, option: str) -> dict[str, str] | None:
-    """Return the ``{"$env": ...}`` reference to export; refuse literal credentials."""
-    if isinstance(value, str):
-        raise ConfigurationError(
-            f"{option} was given as a literal string, which cannot be put in a config that travels "
-            f'to workers; pass {option}={{"$env": "VAR"}} and export VAR where the store runs'
-        )
-    return None if value is None else {"$env": str(value["$env"])}
+STATUS_MAP: Mapping[int, type[ProviderError]] = HTTP_STATUS_MAP
 
 
 def region_from_endpoint(endpoint: str) -> str | None:
@@ -202,7 +167,7 @@ class OSSObjectStore(ObjectStore):
         self._id_option = access_key_id
         self._secret_option = access_key_secret
         self._token_option = security_token
-        self._prefix = _normalize_prefix(prefix)
+        self._prefix = normalize_prefix(prefix)
         self._region_option = region
         self._region = region or region_from_endpoint(self._endpoint)
         self._connect_timeout = float(connect_timeout)
@@ -351,15 +316,10 @@ class OSSObjectStore(ObjectStore):
                 f"{where}: the credentials may not {action} {what} ({code}: {message})", **kw
             )
         if cls is ThrottledError:
-            headers = getattr(exc, "headers", None) or {}
-            retry_after = headers.get("Retry-After") if isinstance(headers, Mapping) else None
-            try:
-                seconds = float(retry_after) if retry_after else None
-            except ValueError:
-                seconds = None
+            headers = getattr(exc, "headers", None)
             return ThrottledError(
                 f"{where} throttled the request to {action} {what} ({code}); retry later",
-                retry_after=seconds,
+                retry_after=retry_after_seconds(headers if isinstance(headers, Mapping) else {}),
                 **kw,
             )
         if cls is ServiceUnavailableError:
@@ -385,7 +345,7 @@ class OSSObjectStore(ObjectStore):
         :raises AlreadyExistsError: ``if_absent`` and the key exists.
         """
         name = self._name(key)
-        payload = _byte_view(data).tobytes()
+        payload = byte_view(data).tobytes()
         headers = {"x-oss-forbid-overwrite": "true"} if if_absent else None
         with self._map_errors("write", key):
             self._bucket.put_object(name, payload, headers=headers)
@@ -403,9 +363,9 @@ class OSSObjectStore(ObjectStore):
 
         self._check_range(start, end)
         name = self._name(key)
-        lo = start or 0
-        if end is not None and end <= lo:
+        if is_empty_range(start, end):
             return b""
+        lo = start or 0
         with self._map_errors("read", key):
             if lo == 0 and end is None:
                 result = self._bucket.get_object(name)
@@ -426,9 +386,8 @@ class OSSObjectStore(ObjectStore):
                     return b""
                 raise
             data = bytes(result.read())
-        if result.status == 200:  # the range was ignored: the whole object came back
-            return data[lo:end]
-        return data if end is None else data[: end - lo]
+        # A 200 to a ranged request: the range was ignored and the whole object came back.
+        return slice_answer(data, lo, end, whole=result.status == 200)
 
     def head(self, key: str) -> ObjectInfo:
         """Return the object's size, modification time and etag (``HeadObject``).
@@ -465,13 +424,10 @@ class OSSObjectStore(ObjectStore):
         import oss2
 
         full = self._prefix + str(prefix)
-        skip = len(self._prefix)
         with self._map_errors("list"):
             for info in oss2.ObjectIteratorV2(self._bucket, prefix=full, max_keys=_LIST_PAGE):
-                key = str(info.key)[skip:]
-                try:
-                    validate_key(key)
-                except ValueError:
+                key = listed_key(str(info.key), self._prefix)
+                if key is None:
                     continue
                 yield ObjectInfo(
                     key=key,
@@ -494,14 +450,12 @@ class OSSObjectStore(ObjectStore):
                 "process; build the store from bucket= and endpoint="
             )
         config: dict[str, Any] = {"bucket": self._bucket_name, "endpoint": self._endpoint}
-        for option, value in (
-            ("access_key_id", self._id_option),
-            ("access_key_secret", self._secret_option),
-            ("security_token", self._token_option),
-        ):
-            reference = _check_exportable(value, option)
-            if reference is not None:
-                config[option] = reference
+        secrets = {
+            "access_key_id": self._id_option,
+            "access_key_secret": self._secret_option,
+            "security_token": self._token_option,
+        }
+        config.update(exportable_secrets(secrets, runner="store"))
         if self._prefix:
             config["prefix"] = self._prefix
         if self._region_option:

@@ -27,7 +27,7 @@ import functools
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,6 +43,7 @@ from faasml.errors import (
     ServiceUnavailableError,
 )
 from faasml.interfaces import ObjectInfo, ObjectStore, validate_key
+from faasml.storage._common import SecretValue, clamp_range, exportable_secret
 
 if TYPE_CHECKING:
     import redis
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisObjectStore"]
 
 T = TypeVar("T")
-SecretValue = str | dict[str, str] | None
 
 #: delays (seconds) before the retries of an idempotent call after a connection error.
 RETRY_DELAYS: tuple[float, ...] = (0.1, 0.2, 0.4)
@@ -87,16 +87,22 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def check_exportable_secret(value: SecretValue, what: str, *, option: str) -> None:
-    """Refuse to put a literal secret into a config dict.
+def redis_config(url: str, password: SecretValue, **options: Any) -> dict[str, Any]:
+    """The ``to_config()`` of a Redis backend: ``url``, ``options``, the password's reference.
 
-    :raises ConfigurationError: ``value`` is a literal string, naming ``option``.
+    :raises ConfigurationError: the password was given literally, in ``password=`` or in the
+        URL; only ``{"$env": "VAR"}`` references may travel to workers.
     """
-    if isinstance(value, str):
+    if urlsplit(url).password is not None:
         raise ConfigurationError(
-            f"{what} was given as a literal string, which cannot be put in a config that travels "
-            f'to workers; pass {option}={{"$env": "VAR"}} and export VAR where the backend runs'
+            f"the Redis URL {redact_url(url)!r} embeds a password, which cannot be put in a "
+            'config that travels to workers; remove it and pass password={"$env": "VAR"}'
         )
+    reference = exportable_secret(password, "password", what="the Redis password")
+    config: dict[str, Any] = {"url": url, **options}
+    if reference is not None:
+        config["password"] = reference
+    return config
 
 
 class RedisConnection:
@@ -186,7 +192,8 @@ class RedisConnection:
                 f"`{self._start_hint}` or check it with `{self._check_hint}`",
                 **kw,
             )
-        if code == "NOGROUP":
+        if code == "NOGROUP" or "requires the key to exist" in text:
+            # A missing group, or (XGROUP on a missing key) a missing stream: a deleted topic.
             return NotFoundError(f"{where}: {text} (while trying to {action})", **kw)
         if code in ("LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN"):
             return ServiceUnavailableError(
@@ -522,7 +529,7 @@ class RedisObjectStore(ObjectStore):
         meta = _Meta.parse(replies[0])
         if meta is None:
             raise self._missing(key)
-        hi = meta.size if end is None else min(end, meta.size)
+        lo, hi = clamp_range(lo, end, meta.size)
         if hi <= lo:
             return b""
         if meta.chunks == 0:
@@ -647,21 +654,13 @@ class RedisObjectStore(ObjectStore):
         :raises ConfigurationError: the password was given literally (in ``password=`` or in the
             URL); only ``{"$env": "VAR"}`` references may travel to workers.
         """
-        if urlsplit(self.url).password is not None:
-            raise ConfigurationError(
-                f"the Redis URL {redact_url(self.url)!r} embeds a password, which cannot be put "
-                'in a config that travels to workers; remove it and pass password={"$env": "VAR"}'
-            )
-        check_exportable_secret(self._password, "the Redis password", option="password")
-        config: dict[str, Any] = {
-            "url": self.url,
-            "prefix": self.prefix,
-            "chunk_size": self.chunk_size,
-            "socket_timeout": self.socket_timeout,
-        }
-        if isinstance(self._password, Mapping):
-            config["password"] = dict(self._password)
-        return config
+        return redis_config(
+            self.url,
+            self._password,
+            prefix=self.prefix,
+            chunk_size=self.chunk_size,
+            socket_timeout=self.socket_timeout,
+        )
 
     def close(self) -> None:
         """Release the connection pool. Idempotent."""

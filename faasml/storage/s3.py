@@ -33,17 +33,17 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
-from botocore.config import Config
-
 from faasml.errors import ConfigurationError, InvalidKeyError, NotFoundError, ProviderError
 from faasml.interfaces import ObjectInfo, ObjectStore, validate_key
 from faasml.storage._aws_errors import (
     SecretValue,
-    aws_session,
+    aws_clients,
+    aws_credentials,
     error_from_code,
     map_aws_errors,
-    secret_for_config,
+    secrets_for_config,
 )
+from faasml.storage._common import byte_view, is_empty_range, range_spec
 
 __all__ = ["S3ObjectStore"]
 
@@ -129,32 +129,23 @@ class S3ObjectStore(ObjectStore):
         self._bucket = bucket
         self._prefix = prefix
         self._endpoint_url = endpoint_url
-        self._secrets: dict[str, SecretValue] = {
-            "access_key_id": access_key_id,
-            "secret_access_key": secret_access_key,
-            "session_token": session_token,
-        }
+        self._secrets = aws_credentials(access_key_id, secret_access_key, session_token)
         self._threshold = int(multipart_threshold)
         self._chunk = int(multipart_chunk)
         self._max_attempts = int(max_attempts)
         self._owns_client = client is None
         if client is None:
-            session = aws_session(
+            client = aws_clients(
+                self.name,
+                f"S3 client for bucket {bucket!r}",
+                ("s3",),
                 region=region,
-                access_key_id=access_key_id,
-                secret_access_key=secret_access_key,
-                session_token=session_token,
-            )
-            with map_aws_errors(self.name, f"S3 client for bucket {bucket!r}"):
-                client = session.client(
-                    "s3",
-                    endpoint_url=endpoint_url,
-                    config=Config(
-                        retries={"max_attempts": self._max_attempts, "mode": "adaptive"},
-                        # user threads plus the multipart workers share the pool
-                        max_pool_connections=32,
-                    ),
-                )
+                endpoint_url=endpoint_url,
+                credentials=self._secrets,
+                max_attempts=self._max_attempts,
+                # user threads plus the multipart workers share the pool
+                max_pool_connections=32,
+            )["s3"]
         self._client = client
         # Pin the region a rebuilt store uses: the bucket lives in one region, whatever the
         # environment of the process that rebuilds the store says.
@@ -264,9 +255,7 @@ class S3ObjectStore(ObjectStore):
         :raises NotFoundError: the bucket does not exist.
         """
         key = validate_key(key)
-        view = memoryview(data)
-        if not view.c_contiguous or view.format != "B" or view.ndim != 1:
-            view = memoryview(view.tobytes())
+        view = byte_view(data)
         full = self._prefix + key
         condition: dict[str, Any] = {"IfNoneMatch": "*"} if if_absent else {}
         if view.nbytes > self._threshold:
@@ -356,13 +345,13 @@ class S3ObjectStore(ObjectStore):
         """
         key = validate_key(key)
         self._check_range(start, end)
-        lo = start or 0
-        if end is not None and end <= lo:
+        if is_empty_range(start, end):
             self.head(key)  # a missing key raises, as a read of it would
             return b""
+        lo = start or 0
         extra: dict[str, Any] = {}
         if lo > 0 or end is not None:
-            extra["Range"] = f"bytes={lo}-{'' if end is None else end - 1}"
+            extra["Range"] = f"bytes={range_spec(lo, end)}"
         full = self._prefix + key
 
         def read() -> bytes:
@@ -528,10 +517,7 @@ class S3ObjectStore(ObjectStore):
             "multipart_chunk": self._chunk,
             "max_attempts": self._max_attempts,
         }
-        for name, value in self._secrets.items():
-            ref = secret_for_config(self.name, name, value)
-            if ref is not None:
-                config[name] = ref
+        config.update(secrets_for_config(self.name, self._secrets))
         return config
 
     def close(self) -> None:

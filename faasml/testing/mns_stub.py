@@ -35,19 +35,20 @@ What it implements (see https://www.alibabacloud.com/help/en/mns/developer-refer
 * **Topics**: CreateTopic (201/204/409 ``TopicAlreadyExist``), GetTopicAttributes, DeleteTopic,
   PublishMessage (404 ``TopicNotExist``; bodies over the topic's MaximumMessageSize, 65536 bytes
   by default, answer 400 ``InvalidArgument``), Subscribe (201/204/409
-  ``SubscriptionAlreadyExist``), GetSubscriptionAttributes and Unsubscribe. A published message
-  is pushed at once to every subscribed queue endpoint
+  ``SubscriptionAlreadyExist``), GetSubscriptionAttributes, ListSubscriptionByTopic (paged with
+  the ``x-mns-prefix``, ``x-mns-ret-number`` (1-1000) and ``x-mns-marker`` headers) and
+  Unsubscribe. A published message is pushed at once to every subscribed queue endpoint
   ``acs:mns:<region>:<account>:queues/<name>`` (the region and account must be the stub's, as
   MNS only pushes within one region and account) in the subscription's NotifyContentFormat:
   ``SIMPLIFIED`` (the raw body), ``XML`` or ``JSON`` (the documented notification envelopes).
-  ``FilterTag`` is honoured.
+  ``FilterTag`` is honoured. DeleteTopic deletes the topic's subscriptions with it.
 * **Every response** carries ``x-mns-request-id`` and ``x-mns-version``; errors have the
   documented ``<Error><Code/><Message/><RequestId/><HostId/></Error>`` body.
 
 What it leaves out: HTTP, mail and SMS endpoints (Subscribe refuses them with 400
 ``InvalidEndpoint`` instead of silently dropping pushes), push retries (a push to a missing queue
 is dropped at once, where MNS would retry per NotifyStrategy), PeekMessage, message priorities,
-FIFO message groups, message properties, ListQueue/ListTopic/ListSubscriptionByTopic, account
+FIFO message groups, message properties, ListQueue/ListTopic, account
 attributes, logging, STS security tokens (any ``security-token`` header is accepted), quotas and
 QPS limits (use :meth:`MNSStub.inject_error` to produce ``QpsLimitExceeded`` and the like). Pushes
 are synchronous, so a message is in every queue when PublishMessage returns; on MNS the push is
@@ -120,8 +121,12 @@ _ACTIONS: dict[str, str] = {
     "PublishMessage": "_publish_message",
     "Subscribe": "_subscribe",
     "GetSubscriptionAttributes": "_get_subscription_attributes",
+    "ListSubscriptionByTopic": "_list_subscription_by_topic",
     "Unsubscribe": "_unsubscribe",
 }
+#: the paging headers of the List actions, handed to them as query parameters.
+_LIST_HEADERS = ("x-mns-prefix", "x-mns-ret-number", "x-mns-marker")
+_LIST_MAX = 1000
 
 
 class _Fail(Exception):
@@ -468,6 +473,9 @@ class MNSStub:
             path, _, raw_query = target.partition("?")
             query = self._query(raw_query)
             action, params = self._route(method, path, query, body)
+            for name in _LIST_HEADERS:
+                if headers.get(name) is not None:
+                    query[name] = str(headers.get(name))
             self._authenticate(method, target, headers)
             self._maybe_fail(action)
             serve: Callable[..., _Reply] = getattr(self, _ACTIONS[action])
@@ -539,6 +547,9 @@ class MNSStub:
                 return "ChangeMessageVisibility", params
         if len(parts) == 3 and parts[0] == "topics" and parts[2] == "messages" and method == "POST":
             return "PublishMessage", {"name": parts[1]}
+        if len(parts) == 3 and parts[0] == "topics" and parts[2] == "subscriptions":
+            if method == "GET":
+                return "ListSubscriptionByTopic", {"topic": parts[1]}
         if len(parts) == 4 and parts[0] == "topics" and parts[2] == "subscriptions":
             subscription_routes = {
                 "PUT": "Subscribe",
@@ -1054,6 +1065,36 @@ class MNSStub:
                 ("LastModifyTime", sub.modified),
             ]
         return _Reply(200, _xml("Subscription", fields))
+
+    def _list_subscription_by_topic(self, query: dict[str, str], body: bytes, topic: str) -> _Reply:
+        prefix = query.get("x-mns-prefix", "")
+        marker = query.get("x-mns-marker", "")
+        try:
+            limit = int(query.get("x-mns-ret-number", str(_LIST_MAX)))
+        except ValueError:
+            raise _invalid_value("x-mns-ret-number", 1, _LIST_MAX) from None
+        if not 1 <= limit <= _LIST_MAX:
+            raise _invalid_value("x-mns-ret-number", 1, _LIST_MAX)
+        with self._cond:
+            names = sorted(
+                name
+                for name in self._topic(topic).subscriptions
+                if name.startswith(prefix) and name >= marker
+            )
+        page, rest = names[:limit], names[limit:]
+        inner = "".join(
+            "<Subscription><SubscriptionURL>"
+            + escape(f"{self.endpoint}/topics/{topic}/subscriptions/{name}")
+            + "</SubscriptionURL></Subscription>"
+            for name in page
+        )
+        if rest:
+            inner += f"<NextMarker>{escape(rest[0])}</NextMarker>"
+        xml = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Subscriptions xmlns="{_XMLNS}">'
+            f"{inner}</Subscriptions>"
+        )
+        return _Reply(200, xml.encode())
 
     def _unsubscribe(self, query: dict[str, str], body: bytes, topic: str, name: str) -> _Reply:
         with self._cond:

@@ -333,3 +333,18 @@ def test_touch_after_the_lease_was_lost_does_not_steal_it_back(pubsub: LocalPubS
         stale.nack()
         assert db.execute("SELECT visible_at, claim FROM messages").fetchall() == before
     assert slow.get(timeout=0.3) is None
+
+
+def test_delete_topic_removes_every_group_and_row_of_that_topic_only(pubsub: LocalPubSub) -> None:
+    private = pubsub.subscribe("t")
+    pubsub.ensure_group("t", "g")
+    pubsub.ensure_group("other", "g")
+    pubsub.publish_many("t", [b"1", b"2"])
+    pubsub.publish("other", b"kept")
+    assert _message_rows(pubsub, "t") == 4
+    pubsub.delete_topic("t")
+    assert _groups(pubsub, "t") == [] and _message_rows(pubsub, "t") == 0
+    assert _groups(pubsub, "other") == [("g", 0)] and _message_rows(pubsub, "other") == 1
+    assert private.get(timeout=0) is None
+    private.close()
+    assert _wake_files(pubsub, "t") == []

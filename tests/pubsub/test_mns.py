@@ -361,6 +361,52 @@ def test_a_private_queue_is_deleted_on_close(pubsub: MNSPubSub, stub: MNSStub, t
         sub.get(timeout=0)
 
 
+def test_delete_topic_deletes_the_topic_its_subscriptions_and_group_queues(
+    pubsub: MNSPubSub, stub: MNSStub, account: Account, topic: str
+) -> None:
+    pubsub.ensure_group(topic, "a")
+    pubsub.ensure_group(topic, "b")
+    private = pubsub.subscribe(topic)
+    pubsub.ensure_group(topic + "-kept", "a")
+    mns_topic = pubsub.ex_topic_name(topic)
+    # Added outside faasml: the subscription goes with the topic, its queue stays.
+    foreign = f"audit-{uuid.uuid4().hex[:8]}"
+    account.get_queue(foreign).create(QueueMeta())
+    account.get_subscription(mns_topic, "audit").subscribe(
+        SubscriptionMeta(f"acs:mns:local:0:queues/{foreign}", notify_content_format="SIMPLIFIED")
+    )
+    ours = {pubsub.ex_queue_name(topic, "a"), pubsub.ex_queue_name(topic, "b"), private.queue_name}
+    assert ours <= set(stub.queue_names())
+    pubsub.delete_topic(topic)
+    assert mns_topic not in stub.topic_names()
+    assert not ours & set(stub.queue_names())
+    assert foreign in stub.queue_names()
+    assert pubsub.ex_queue_name(topic + "-kept", "a") in stub.queue_names()
+    private.close()
+    pubsub.delete_topic(topic)
+    pubsub.publish(topic, b"to-nobody")
+    assert mns_topic not in stub.topic_names(), "a publish does not create the MNS topic"
+    account.get_queue(foreign).delete()
+
+
+def test_stub_lists_subscriptions_by_topic_in_pages(stub: MNSStub, account: Account) -> None:
+    name = f"list-{uuid.uuid4().hex[:8]}"
+    account.get_topic(name).create(TopicMeta())
+    for sub in ("s3", "s1", "x1", "s2"):
+        account.get_subscription(name, sub).subscribe(
+            SubscriptionMeta(f"acs:mns:local:0:queues/{sub}")
+        )
+    first, marker = account.get_topic(name).list_subscription(prefix="s", ret_number=2)
+    assert [url.rsplit("/", 1)[1] for url in first] == ["s1", "s2"] and marker == "s3"
+    rest, marker = account.get_topic(name).list_subscription(prefix="s", marker=marker)
+    assert [url.rsplit("/", 1)[1] for url in rest] == ["s3"] and marker == ""
+    assert first[0] == f"{stub.endpoint}/topics/{name}/subscriptions/s1"
+    account.get_topic(name).delete()
+    with pytest.raises(MNSServerException) as caught:
+        account.get_topic(name).list_subscription()
+    assert caught.value.type == "TopicNotExist"
+
+
 def test_closing_the_backend_closes_its_subscriptions(
     pubsub: MNSPubSub, stub: MNSStub, topic: str, credentials: None
 ) -> None:

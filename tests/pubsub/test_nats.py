@@ -200,6 +200,15 @@ def test_stale_settlements_are_ignored(ps: NATSPubSub) -> None:
     sub.close()
 
 
+def test_delete_topic_deletes_the_stream_with_its_consumers(ps: NATSPubSub) -> None:
+    ps.ensure_group("t", "g")
+    ps.ensure_group("kept", "g")
+    ps.delete_topic("t")
+    names = {i.config.name for i in ps._call("list", lambda: ps._js.streams_info())}
+    assert f"{ps.stream_prefix}_t" not in names
+    assert f"{ps.stream_prefix}_kept" in names
+
+
 def test_close_stops_the_loop_thread(nats_url: str) -> None:
     backend = NATSPubSub(nats_url, stream_prefix=_unique_prefix())
     thread = backend._loop.thread

@@ -306,3 +306,17 @@ def test_invalid_options() -> None:
             backend.subscribe("t", "g", visibility_timeout=-1)
     finally:
         backend.close()
+
+
+def test_delete_topic_removes_the_stream_and_publishing_does_not_recreate_it(
+    ps: RedisPubSub, raw: redis.Redis, prefix: str
+) -> None:
+    ps.ensure_group("t", "g")
+    ps.publish_many("t", [b"1", b"2"])
+    assert raw.xlen(_stream(prefix, "t")) == 2
+    ps.delete_topic("t")
+    assert not raw.exists(_stream(prefix, "t"))
+    ps.publish("t", b"to-nobody")
+    ps.publish_many("t", [b"to-nobody-either"])
+    assert not raw.exists(_stream(prefix, "t")), "a publish without a group writes no key"
+    assert raw.keys(prefix + "*") == []

@@ -51,12 +51,13 @@ HOST = f"https://smn.{REGION}.myhuaweicloud.com"
 
 
 class FakeSMN:
-    """The two SMN endpoints the backend calls, as ``responses`` callbacks."""
+    """The SMN endpoints the backend calls, as ``responses`` callbacks."""
 
     def __init__(self, rsps: responses.RequestsMock, host: str = HOST) -> None:
         self.topics: dict[str, str] = {}
         self.published: list[tuple[str, str]] = []
         self.created: list[tuple[str, int]] = []
+        self.deleted: list[str] = []
         self.failures: list[tuple[int, dict[str, str]]] = []
         self.lock = threading.Lock()
         base = f"{host}/v2/{PROJECT}/notifications/topics"
@@ -64,6 +65,10 @@ class FakeSMN:
         rsps.add_callback(
             responses.POST, re.compile(re.escape(base) + r"/[^/]+/publish$"), self.publish
         )
+        rsps.add_callback(
+            responses.GET, re.compile(re.escape(base) + r"(\?.*)?$"), self.list_topics
+        )
+        rsps.add_callback(responses.DELETE, re.compile(re.escape(base) + r"/[^/]+$"), self.remove)
 
     def fail_next(self, status: int, code: str, message: str = "injected") -> None:
         with self.lock:
@@ -103,6 +108,32 @@ class FakeSMN:
             urn = self.topics.setdefault(name, f"urn:smn:{REGION}:{PROJECT}:{name}")
             self.created.append((name, 200 if existed else 201))
         return self._reply(200 if existed else 201, {"topic_urn": urn})
+
+    def list_topics(self, request: Any) -> tuple[int, dict[str, str], str]:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        wanted = request.params.get("name")
+        with self.lock:
+            rows = [
+                {"topic_urn": urn, "name": name, "display_name": "", "push_policy": 0}
+                for name, urn in sorted(self.topics.items())
+                if wanted is None or name == wanted
+            ]
+        return self._reply(200, {"topic_count": len(rows), "topics": rows})
+
+    def remove(self, request: Any) -> tuple[int, dict[str, str], str]:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        urn = unquote(request.path_url.split("/topics/", 1)[1])
+        with self.lock:
+            for name, known in list(self.topics.items()):
+                if known == urn:
+                    del self.topics[name]
+                    self.deleted.append(name)
+                    return self._reply(200, {})
+        return self._reply(404, {"code": "SMN.0006", "message": "Topic not found."})
 
     def publish(self, request: Any) -> tuple[int, dict[str, str], str]:
         refused = self._refused(request)
@@ -203,13 +234,41 @@ def test_a_topic_deleted_behind_our_back_is_created_again(paired: SMNPubSub, smn
     ]
 
 
+def test_delete_topic_deletes_the_smn_topic_and_the_queues_topic(
+    paired: SMNPubSub, smn: FakeSMN, local_queue: LocalPubSub
+) -> None:
+    paired.ensure_group("t", "g")
+    paired.publish("t", b"pending")
+    paired.publish("kept", b"x")
+    paired.delete_topic("t")
+    assert smn.deleted == ["faasml-t"] and set(smn.topics) == {"faasml-kept"}
+    with local_queue.subscribe("t", "g") as sub:
+        assert sub.get(timeout=0.2) is None, "the paired queue's topic went too"
+    created = len(smn.created)
+    paired.delete_topic("t")
+    paired.delete_topic("never-used")
+    assert smn.deleted == ["faasml-t"] and len(smn.created) == created, "looked up, not created"
+    paired.publish("t", b"again")  # publishing creates the SMN topic again
+    assert "faasml-t" in smn.topics
+
+
+def test_delete_topic_without_a_queue_deletes_only_the_smn_topic(
+    smn: FakeSMN, huawei_credentials: None
+) -> None:
+    alone = SMNPubSub(REGION, PROJECT)
+    alone.publish("t", b"x")
+    alone.delete_topic("t")
+    assert smn.deleted == ["faasml-t"] and smn.topics == {}
+
+
 def test_an_endpoint_can_replace_the_region(huawei_credentials: None) -> None:
     host = "https://smn.example.internal"
     with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
         fake = FakeSMN(rsps, host=host)
         backend = SMNPubSub(endpoint=host + "/", project_id=PROJECT)
         backend.publish("t", b"x")
-    assert fake.published == [("faasml-t", "eA==")]
+        backend.delete_topic("t")
+    assert fake.published == [("faasml-t", "eA==")] and fake.deleted == ["faasml-t"]
     assert backend.to_config()["endpoint"] == host
 
 
@@ -239,6 +298,12 @@ def test_oversized_messages_name_the_effective_limit(
         paired.publish_many("t", [b"ok", b"x" * 49153])
     assert "'mns'" in str(caught.value)
     assert len(smn.published) == 1, "nothing may be sent when an item is too large"
+
+
+def test_order_is_the_paired_queues(huawei_credentials: None, local_queue: LocalPubSub) -> None:
+    assert SMNPubSub(REGION, PROJECT, queue=local_queue).preserves_order is True
+    local_queue.preserves_order = False  # as an unordered ``sqs`` queue declares
+    assert SMNPubSub(REGION, PROJECT, queue=local_queue).preserves_order is False
 
 
 # ---------------------------------------------------------------------- without a paired queue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import gc
 import json
+import logging
 import re
 import threading
 import time
@@ -227,6 +228,44 @@ def test_closing_the_backend_deletes_private_queues_and_keeps_groups(
     for closed in (kept, private):
         with pytest.raises(ValueError, match="closed"):
             closed.get_many(timeout=0)
+
+
+def _topic_names(sns: Any, prefix: str) -> list[str]:
+    return sorted(
+        topic["TopicArn"].rsplit(":", 1)[1]
+        for page in sns.get_paginator("list_topics").paginate()
+        for topic in page.get("Topics", [])
+        if topic["TopicArn"].rsplit(":", 1)[1].startswith(prefix)
+    )
+
+
+def test_delete_topic_deletes_topic_subscriptions_and_every_groups_queue(
+    pubsub: SQSPubSub, name_prefix: str, raw: tuple[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    sns, sqs = raw
+    pubsub.ensure_group("t", "a")
+    private = pubsub.subscribe("t")
+    pubsub.ensure_group("kept", "a")
+    # A foreign queue subscribed to the topic outside faasml loses its subscription, not itself.
+    foreign_url = sqs.create_queue(QueueName=f"other{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    foreign_arn = sqs.get_queue_attributes(QueueUrl=foreign_url, AttributeNames=["QueueArn"])
+    topic_arn = _topic_arn(sns, f"{name_prefix}t.fifo")
+    sns.subscribe(
+        TopicArn=topic_arn, Protocol="sqs", Endpoint=foreign_arn["Attributes"]["QueueArn"]
+    )
+    try:
+        assert len(_queue_names(sqs, name_prefix)) == 3
+        pubsub.delete_topic("t")
+        assert _queue_names(sqs, name_prefix) == [f"{name_prefix}kept--a.fifo"]
+        assert _topic_names(sns, name_prefix) == [f"{name_prefix}kept.fifo"]
+        with caplog.at_level(logging.WARNING, logger="faasml.pubsub.sqs"):
+            private.close()  # its queue went with the topic: nothing to complain about
+        assert caplog.records == []
+        pubsub.delete_topic("t")
+        assert _topic_names(sns, name_prefix) == [f"{name_prefix}kept.fifo"]
+        assert sqs.get_queue_url(QueueName=foreign_url.rsplit("/", 1)[1])["QueueUrl"]
+    finally:
+        sqs.delete_queue(QueueUrl=foreign_url)
 
 
 # ---------------------------------------------------------------- bodies and limits

@@ -1,8 +1,8 @@
 """Conformance suite for :class:`~faasml.interfaces.PubSub` backends.
 
 Every PubSub backend, built-in or third-party, subclasses :class:`PubSubTests` and provides a
-``pubsub`` fixture; the suite then checks the whole contract (groups, fan-out, leases, limits,
-names, threads and, when the backend supports it, processes)::
+``pubsub`` fixture; the suite then checks the whole contract (groups, fan-out, deleting topics,
+leases, limits, names, threads and, when the backend supports it, processes)::
 
     import pytest
     from faasml.testing.conformance.pubsub import PubSubTests
@@ -293,6 +293,62 @@ class PubSubTests:
         pubsub.publish(topic, b"after-close")
         assert [m.data for m in _receive(two, 1)] == [b"after-close"]
 
+    # ------------------------------------------------------------------ deleting topics
+
+    def test_delete_topic_drops_groups_and_pending_messages(
+        self, pubsub: PubSub, topic: str, open_subscription: SubscribeFn
+    ) -> None:
+        """After ``delete_topic`` a group of the same name starts empty: nothing old survives."""
+        pubsub.ensure_group(topic, "g")
+        holder = open_subscription(topic, "g")
+        pubsub.publish_many(topic, [b"old-1", b"old-2", b"old-3"])
+        held = holder.get(timeout=_PATIENCE)
+        assert held is not None  # one message in flight, the others waiting
+        holder.close()
+        pubsub.delete_topic(topic)
+
+        sub = open_subscription(topic, "g")
+        assert sub.get(timeout=0.5) is None, "a message published before delete_topic survived"
+        pubsub.publish(topic, b"new")
+        got = _receive(sub, 1)
+        late = sub.get(timeout=0.3)
+        assert [m.data for m in got] == [b"new"] and late is None
+
+    def test_delete_topic_is_idempotent(self, pubsub: PubSub, topic: str) -> None:
+        """Deleting a topic that never existed, or twice, is not an error; names are checked."""
+        pubsub.delete_topic(topic)
+        pubsub.ensure_group(topic, "g")
+        pubsub.delete_topic(topic)
+        pubsub.delete_topic(topic)
+        with pytest.raises(InvalidTopicError):
+            pubsub.delete_topic("not portable")
+
+    def test_after_delete_topic_publishing_reaches_only_new_groups(
+        self, pubsub: PubSub, topic: str, open_subscription: SubscribeFn
+    ) -> None:
+        """A deleted topic has no group: a publish reaches nobody until one is created again."""
+        pubsub.ensure_group(topic, "g")
+        pubsub.delete_topic(topic)
+        pubsub.publish(topic, b"to-nobody")
+        pubsub.ensure_group(topic, "g")
+        pubsub.publish_many(topic, [b"kept-1", b"kept-2"])
+        sub = open_subscription(topic, "g")
+        got = _receive(sub, 2)
+        late = sub.get(timeout=0.3)
+        assert sorted(m.data for m in got) == [b"kept-1", b"kept-2"] and late is None
+
+    def test_subscriptions_open_across_delete_topic_still_close(
+        self, pubsub: PubSub, topic: str
+    ) -> None:
+        """Closing a subscription whose topic was deleted meanwhile raises nothing."""
+        named = pubsub.subscribe(topic, "g")
+        private = pubsub.subscribe(topic)
+        pubsub.publish(topic, b"x")
+        pubsub.delete_topic(topic)
+        named.close()
+        private.close()
+        private.close()
+
     # ------------------------------------------------------------------ leases
 
     def test_unacked_message_is_redelivered(
@@ -494,6 +550,8 @@ class PubSubTests:
             pubsub.ensure_group(bad, "g")
         with pytest.raises(InvalidTopicError):
             pubsub.ensure_group(topic, bad)
+        with pytest.raises(InvalidTopicError):
+            pubsub.delete_topic(bad)
 
     def test_longest_portable_names_are_accepted(
         self, pubsub: PubSub, open_subscription: SubscribeFn
