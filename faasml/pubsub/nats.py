@@ -30,7 +30,11 @@ round trip) has expired: the message is redelivered and processed again, never l
 nats-py is asyncio-only: each :class:`NATSPubSub` runs one private event loop in a daemon thread
 and the synchronous methods submit coroutines to it with ``run_coroutine_threadsafe``. Acks, naks
 and in-progress signals are queued to the loop without waiting (JetStream does not answer them
-anyway); they go out in order and close() flushes them. Pulls are issued directly
+anyway); they go out in order and close() flushes them. Publishes take a shorter path than
+``run_coroutine_threadsafe``: the caller registers one ``concurrent.futures.Future`` per message
+under a reply subject of a private PubAck inbox, one ``call_soon_threadsafe`` queues the PUBs
+(no task, no ``wait_for``), and the inbox callback completes the future when the stream's PubAck
+arrives; the caller still returns only after that acknowledgement. Pulls are issued directly
 (``$JS.API.CONSUMER.MSG.NEXT``) on a private inbox rather than through nats-py's ``fetch``,
 because the lease bookkeeping needs every message's arrival time, including messages that arrive
 after a pull call has already returned.
@@ -45,14 +49,16 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import re
 import threading
 import time
+import types
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -178,6 +184,44 @@ async def _close_connection(nc: Client, settling: set[asyncio.Task[None]]) -> No
         await asyncio.wait_for(nc.close(), 2.0)
 
 
+@types.coroutine
+def _finish(coro: Coroutine[Any, Any, None], pending: Any) -> Generator[Any, Any, None]:
+    """Run the rest of ``coro``, already stepped once and suspended on ``pending``.
+
+    The same as ``yield from`` on a coroutine that was started outside a task: what the task
+    sends or throws goes to ``coro``, what ``coro`` waits on goes to the task.
+    """
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # cancellation: pass it on
+            try:
+                pending = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration:
+                return
+
+
+def _check_pub_ack(msg: Msg) -> None:
+    """Raise what nats-py's ``js.publish`` raises for a PubAck reporting a failure."""
+    if msg.data.startswith(b'{"stream":'):
+        return  # the usual PubAck, {"stream":...,"seq":...}: stored (an error starts {"error":)
+    import nats.js.errors
+
+    if not msg.data and msg.headers and msg.headers.get("Status") == "503":
+        raise nats.js.errors.NoStreamResponseError
+    resp = json.loads(msg.data)
+    if "error" in resp:
+        raise nats.js.errors.APIError.from_error(resp["error"])
+
+
 class NATSPubSub(PubSub):
     """PubSub on NATS JetStream (server >= 2.9, started with ``-js``); see the module docstring.
 
@@ -236,6 +280,13 @@ class NATSPubSub(PubSub):
         self._subs: weakref.WeakSet[NATSSubscription] = weakref.WeakSet()
         self._closed = False
         self._holder: dict[str, Any] = {}
+        # PubAcks: reply subject -> the future its publisher waits on (see _publish_batch).
+        self._acks: dict[str, concurrent.futures.Future[Msg]] = {}
+        self._ack_prefix = ""
+        self._ack_seq = itertools.count()
+        # Nats-Msg-Id values: unique per instance (random prefix) and per message (counter).
+        self._id_prefix = uuid.uuid4().hex + "-"
+        self._id_seq = itertools.count()
         self._loop = _Loop(f"faasml-nats-{stream_prefix}")
         # Stops the loop thread even if the user never calls close().
         self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._holder)
@@ -246,6 +297,7 @@ class NATSPubSub(PubSub):
             raise
         self._holder["nc"] = self._nc
         self._holder["tasks"] = self._tasks
+        self._ack_prefix = self._holder["ack_prefix"] + "."
         self._js: JetStreamContext = self._nc.jetstream(timeout=REQUEST_TIMEOUT)
         # The limit is the server's, minus room for the de-duplication header.
         self.max_message_bytes = self._nc.max_payload - HEADER_RESERVE
@@ -289,6 +341,19 @@ class NATSPubSub(PubSub):
         # fail on their own timeouts meanwhile, and resume when it reconnects.
         nc.options["max_reconnect_attempts"] = -1
         nc.options["reconnect_time_wait"] = 0.5
+        # One wildcard inbox receives the PubAcks of all publishes. Its callback completes the
+        # publisher's concurrent future directly, so a publish costs one hand-over to the loop
+        # and one back, with no task or asyncio future waiting for the answer.
+        acks = self._acks  # not self: the subscription must not keep this object alive
+        prefix = nc.new_inbox()
+
+        async def on_ack(msg: Msg) -> None:
+            future = acks.pop(msg.subject, None)
+            if future is not None and not future.done():
+                future.set_result(msg)
+
+        await nc.subscribe(prefix + ".*", cb=on_ack)
+        holder["ack_prefix"] = prefix
         return nc
 
     def _call(
@@ -300,25 +365,35 @@ class NATSPubSub(PubSub):
         idempotent: bool = True,
     ) -> T:
         """Run ``make()`` on the loop with faasml's error mapping and bounded retries."""
+        self._check_open(action)
+
+        return self._retrying(
+            action, lambda: self._loop.run(self._connected(make), timeout + 1.0), idempotent
+        )
+
+    async def _connected(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Await ``make()``, unless the connection is down (then fail this attempt at once)."""
+        nc = self._holder.get("nc")
+        if nc is not None and not nc.is_connected:
+            # Reconnecting: fail this attempt now instead of waiting for a reply that cannot
+            # come; the bounded retries give a short outage time to heal.
+            import nats.errors
+
+            raise nats.errors.ConnectionReconnectingError()
+        return await make()
+
+    def _check_open(self, action: str) -> None:
         if self._closed:
             raise ServiceUnavailableError(
                 f"NATS PubSub for {self._endpoint} is closed (could not {action})",
                 provider=self.name,
             )
 
-        async def run() -> T:
-            nc = self._holder.get("nc")
-            if nc is not None and not nc.is_connected:
-                # Reconnecting: fail this attempt now instead of waiting for a reply that
-                # cannot come; the bounded retries below give a short outage time to heal.
-                import nats.errors
-
-                raise nats.errors.ConnectionReconnectingError()
-            return await make()
-
+    def _retrying(self, action: str, attempt_once: Callable[[], T], idempotent: bool) -> T:
+        """Call ``attempt_once()`` with faasml's error mapping and bounded retries."""
         for attempt in range(len(RETRY_DELAYS) + 1):
             try:
-                return self._loop.run(run(), timeout + 1.0)
+                return attempt_once()
             except Exception as exc:
                 mapped = self._map_error(exc, action)
                 retry = (
@@ -329,6 +404,7 @@ class NATSPubSub(PubSub):
                 if not retry:
                     raise mapped from exc
                 time.sleep(RETRY_DELAYS[attempt] * (1.0 + 0.5 * (time.monotonic() % 1.0)))
+                self._check_open(action)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _submit(self, action: str, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -487,28 +563,99 @@ class NATSPubSub(PubSub):
         if not items:
             return
         # One id per message for all attempts: the server drops a retried duplicate.
-        ids = [uuid.uuid4().hex for _ in items]
-        subject = self._subject(topic)
+        ids = [self._id_prefix + str(next(self._id_seq)) for _ in items]
+        action = f"publish to topic {topic!r}"
+        self._check_open(action)
 
-        async def send() -> None:
-            stream = await self._ensure_stream(topic)
-            try:
-                if len(items) == 1:
-                    headers = {"Nats-Msg-Id": ids[0]}
-                    await self._js.publish(subject, items[0], stream=stream, headers=headers)
-                    return
-                # Concurrent publishes pipeline on the connection; each still waits for its ack.
-                await asyncio.gather(
-                    *(
-                        self._js.publish(subject, data, stream=stream, headers={"Nats-Msg-Id": mid})
-                        for mid, data in zip(ids, items, strict=True)
-                    )
+        def attempt() -> None:
+            if topic not in self._streams:
+                self._loop.run(
+                    self._connected(lambda: self._ensure_stream(topic)), REQUEST_TIMEOUT + 1.0
                 )
+            try:
+                self._publish_batch(topic, items, ids)
             except Exception:
                 self._streams.discard(topic)  # maybe deleted: look it up again next time
                 raise
 
-        self._call(f"publish to topic {topic!r}", send, timeout=REQUEST_TIMEOUT * 2)
+        self._retrying(action, attempt, idempotent=True)
+
+    def _publish_batch(self, topic: str, items: list[bytes], ids: list[str]) -> None:
+        """Publish ``items`` in one hand-over to the loop and wait for all their PubAcks.
+
+        Each message is a plain NATS publish whose reply subject is under the PubAck inbox
+        (``$JS.API`` is not involved: the stream answers on the reply subject once it has stored
+        the message). The publishes are pipelined; the caller waits on one concurrent future per
+        message, completed by the inbox callback, and raises the first failure.
+        """
+        subject = self._subject(topic)
+        stream = self._stream_name(topic)
+        acks = self._acks
+        prefix = self._ack_prefix
+        sends: list[tuple[bytes, str, dict[str, str]]] = []
+        futures: list[tuple[str, concurrent.futures.Future[Msg]]] = []
+        for data, mid in zip(items, ids, strict=True):
+            reply = prefix + str(next(self._ack_seq))
+            future: concurrent.futures.Future[Msg] = concurrent.futures.Future()
+            acks[reply] = future
+            futures.append((reply, future))
+            sends.append((data, reply, {"Nats-Msg-Id": mid, "Nats-Expected-Stream": stream}))
+        deadline = time.monotonic() + REQUEST_TIMEOUT * 2
+        try:
+            self._loop.loop.call_soon_threadsafe(self._start_publishes, subject, sends, futures)
+            for _, future in futures:
+                try:
+                    msg = future.result(max(deadline - time.monotonic(), 0.0))
+                except concurrent.futures.TimeoutError:
+                    raise TimeoutError(f"no PubAck within {REQUEST_TIMEOUT * 2:.1f} s") from None
+                _check_pub_ack(msg)
+        finally:
+            for reply, _ in futures:
+                acks.pop(reply, None)
+
+    def _start_publishes(
+        self,
+        subject: str,
+        sends: list[tuple[bytes, str, dict[str, str]]],
+        futures: list[tuple[str, concurrent.futures.Future[Msg]]],
+    ) -> None:
+        """On the loop: send a batch of publishes (see _publish_batch).
+
+        ``nc.publish`` only queues the command for nats-py's flusher and normally completes
+        without suspending, so the coroutine is stepped right here instead of in a new task (one
+        task and one loop iteration less per publish); a task takes over only if it suspends
+        (outbound buffer full).
+        """
+        coro = self._send_publishes(subject, sends, futures)
+        try:
+            pending = coro.send(None)
+        except StopIteration:
+            return
+        task = self._loop.loop.create_task(_finish(coro, pending))
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_publishes(
+        self,
+        subject: str,
+        sends: list[tuple[bytes, str, dict[str, str]]],
+        futures: list[tuple[str, concurrent.futures.Future[Msg]]],
+    ) -> None:
+        nc = self._nc
+        try:
+            if not nc.is_connected:
+                # Reconnecting: fail now instead of waiting for an answer that cannot come.
+                import nats.errors
+
+                raise nats.errors.ConnectionReconnectingError()
+            for data, reply, headers in sends:
+                await nc.publish(subject, data, reply=reply, headers=headers)
+        except BaseException as exc:
+            for _, future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
 
     async def _ensure_consumer(
         self, topic: str, group: str, ack_wait: float | None

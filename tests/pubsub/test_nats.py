@@ -200,6 +200,88 @@ def test_stale_settlements_are_ignored(ps: NATSPubSub) -> None:
     sub.close()
 
 
+def test_publish_many_beyond_the_outbound_buffer(ps: NATSPubSub) -> None:
+    # 18 MB is far over nats-py's 2 MiB pending buffer: the publishing coroutine suspends on a
+    # forced flush and a task finishes the batch; every message is stored, in order.
+    sub = ps.subscribe("t", "g")
+    items = [bytes([i]) * 900_000 for i in range(20)]
+    ps.publish_many("t", items)
+    got: list[bytes] = []
+    while len(got) < len(items):
+        batch = sub.get_many(10, timeout=5)
+        assert batch, f"only {len(got)} of {len(items)} messages arrived"
+        for message in batch:
+            got.append(message.data)
+            message.ack()
+    assert got == items
+    assert ps._acks == {}  # no PubAck left waiting
+    sub.close()
+
+
+def test_concurrent_publishers_share_one_instance(ps: NATSPubSub) -> None:
+    import threading
+
+    sub = ps.subscribe("t", "g")
+
+    def produce(worker: int) -> None:
+        for i in range(100):
+            ps.publish("t", b"%d:%d" % (worker, i))
+
+    threads = [threading.Thread(target=produce, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    seen: set[bytes] = set()
+    while len(seen) < 400:
+        batch = sub.get_many(10, timeout=5)
+        assert batch, f"only {len(seen)} of 400 messages arrived"
+        for message in batch:
+            seen.add(message.data)
+            message.ack()
+    assert seen == {b"%d:%d" % (w, i) for w in range(4) for i in range(100)}
+    assert ps._acks == {}
+    sub.close()
+
+
+def test_publish_recovers_from_a_stream_deleted_behind_its_back(ps: NATSPubSub) -> None:
+    ps.ensure_group("t", "g")
+    ps.publish("t", b"first")  # the stream is now cached as existing
+    ps._call("delete", lambda: ps._js.delete_stream(f"{ps.stream_prefix}_t"))
+    ps.publish("t", b"second")  # no stream answers: retried, which creates the stream again
+    sub = ps.subscribe("t", "g")
+    ps.publish("t", b"third")
+    message = sub.get(timeout=5)
+    assert message is not None and message.data == b"third"
+    message.ack()
+    sub.close()
+
+
+def test_pub_ack_errors_are_reported(ps: NATSPubSub) -> None:
+    from nats.aio.msg import Msg
+
+    from faasml.errors import ProviderError
+    from faasml.pubsub.nats import _check_pub_ack
+
+    ok = Msg(ps._nc, subject="x", data=b'{"stream":"S","seq":1}')
+    _check_pub_ack(ok)
+    _check_pub_ack(Msg(ps._nc, subject="x", data=b'{"stream":"S","seq":2,"duplicate":true}'))
+    bad = Msg(
+        ps._nc,
+        subject="x",
+        data=b'{"error":{"code":400,"err_code":10060,"description":"expected stream does '
+        b'not match"}}',
+    )
+    with pytest.raises(Exception) as caught:
+        _check_pub_ack(bad)
+    mapped = ps._map_error(caught.value, "publish")
+    assert isinstance(mapped, ProviderError) and "expected stream" in str(mapped)
+    none = Msg(ps._nc, subject="x", data=b"", headers={"Status": "503"})
+    with pytest.raises(Exception) as caught:
+        _check_pub_ack(none)
+    assert isinstance(ps._map_error(caught.value, "publish"), ServiceUnavailableError)
+
+
 def test_delete_topic_deletes_the_stream_with_its_consumers(ps: NATSPubSub) -> None:
     ps.ensure_group("t", "g")
     ps.ensure_group("kept", "g")
