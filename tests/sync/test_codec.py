@@ -46,6 +46,26 @@ def test_hashed_indices_compress() -> None:
     assert index_bytes < rows.size * 4 / 2  # gaps squeeze to well under raw uint32 indices
 
 
+def test_version_1_deltas_with_zlib_indices_still_decode() -> None:
+    import struct
+    import zlib
+
+    rows = np.array([3, 9, 300, 70_000], dtype=np.int64)
+    values = np.arange(4, dtype=np.float32).reshape(4, 1)
+    gaps = zlib.compress(np.diff(rows, prepend=0).astype("<u4").tobytes(), 1)
+    header = struct.pack("<4sBBHQII", b"FMLD", 1, 1, 0, 4, 1, len(gaps))
+    out_rows, out_values = decode_delta(header + gaps + values.tobytes())
+    assert out_rows.tolist() == rows.tolist()
+    assert np.array_equal(out_values, values.astype(np.float64))
+
+
+def test_escaped_gaps_round_trip() -> None:
+    # gaps of exactly 255 (the escape byte), above it, and a first index above it
+    rows = np.array([255, 510, 511, 766, 2**32 - 1], dtype=np.int64)
+    out_rows, _ = decode_delta(encode_delta(rows, np.zeros((5, 1))))
+    assert out_rows.tolist() == rows.tolist()
+
+
 @pytest.mark.parametrize(
     ("rows", "values", "match"),
     [
