@@ -118,6 +118,7 @@ _SNS_MAX_BYTES = 262_144
 _MAX_BATCH = 10
 #: SQS caps long polls at 20 s and visibility timeouts at 12 hours.
 _MAX_WAIT_SECONDS = 20
+_WAIT_SLACK = 0.05  # seconds a long poll may run past the caller's timeout
 _MAX_VISIBILITY = 43_200
 #: pause between the short polls that cover the sub-second rest of a timeout.
 _SHORT_POLL_INTERVAL = 0.1
@@ -766,7 +767,10 @@ class SQSSubscription(Subscription):
             if deadline is None:
                 wait = self._pubsub._wait_seconds
             else:
-                wait = max(0, min(self._pubsub._wait_seconds, int(deadline - time.monotonic())))
+                # SQS waits in whole seconds; without the slack, timeout=1.0 (0.9999 s left by
+                # now) would round down to a busy series of short polls.
+                left = deadline - time.monotonic() + _WAIT_SLACK
+                wait = max(0, min(self._pubsub._wait_seconds, int(left)))
             sent = time.monotonic()
             try:
                 response = self._pubsub._call(

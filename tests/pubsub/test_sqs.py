@@ -648,3 +648,25 @@ def test_registered_as_sqs() -> None:
     assert registry.backend_class("pubsub", "sqs") is SQSPubSub
     record = registry.backend_record("pubsub", "sqs")
     assert record.extra == "aws" and record.requires == ("boto3",)
+
+
+def test_one_second_timeout_is_one_long_poll(
+    pubsub: SQSPubSub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """timeout=1.0 must long-poll for a second, not spin on short polls."""
+    topic = f"t-{uuid.uuid4().hex[:12]}"
+    sub = pubsub.subscribe(topic, "g")
+    try:
+        waits: list[int] = []
+        original = sub._sqs.receive_message
+
+        def spy(**kwargs: Any) -> Any:
+            waits.append(kwargs["WaitTimeSeconds"])
+            return original(**kwargs)
+
+        monkeypatch.setattr(sub._sqs, "receive_message", spy)
+        assert sub.get_many(1, timeout=1.0) == []
+        assert waits and waits[0] == 1 and len(waits) <= 2, waits
+    finally:
+        sub.close()
+        pubsub.delete_topic(topic)
