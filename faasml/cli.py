@@ -31,6 +31,9 @@ examples:
   faasml providers               every backend, whether it is installed, how to install it
   faasml providers --json        the same as JSON, for scripts
   faasml plugins                 the plugins that registered them, with versions and hooks
+  faasml doctor                  probe the configured function, store and PubSub for real
+  faasml train sparse-lr --data flights --workers 2 --plot loss.png
+                                 train on the embedded local provider, print held-out metrics
   python -m faasml --version     also works where the console script is not on PATH
 
 Run 'faasml <command> --help' for the options of one command.
@@ -126,8 +129,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Run the same code on any FaaS platform.\n\n"
-        "This command inspects the installation: which backends exist, which are installed,\n"
-        "and which plugins provide them.",
+        "This command inspects the installation (which backends exist, are installed and\n"
+        "answer), and trains models with serverless workers.",
         epilog=_MAIN_EPILOG,
         formatter_class=_HelpFormatter,
     )
