@@ -30,33 +30,14 @@ from faasml.testing.conformance.object_store import ObjectStoreTests
 pytestmark = pytest.mark.service
 
 
-def _unique_prefix() -> str:
-    return f"faasml-test-{uuid.uuid4().hex[:12]}:"
-
-
-def _drop_prefix(url: str, prefix: str) -> None:
-    """Delete every key under ``prefix`` (tests only: SCAN is fine for a handful of keys)."""
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+@pytest.fixture
+def prefix(redis_prefix: str) -> str:
+    return redis_prefix
 
 
 @pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    value = _unique_prefix()
-    yield value
-    _drop_prefix(redis_url, value)
+def raw(redis_client: redis.Redis) -> redis.Redis:
+    return redis_client
 
 
 @pytest.fixture
