@@ -48,6 +48,8 @@ _SHM_MIN_FREE = 1 << 30
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _MAKEDIRS_ATTEMPTS = 100
+# Directories remembered as checked (see FileObjectStore._paths); the cache restarts when full.
+_VERIFIED_DIRS_MAX = 4096
 
 
 def _dir_name(segment: str) -> str:
@@ -108,6 +110,8 @@ class FileObjectStore(ObjectStore):
         # Symlinks above the root are the user's business; only those below it are refused.
         self._real_root = os.path.realpath(self._root)
         self._closed = False
+        #: key prefix -> (directory, (inode, device)) of directories that passed the full check
+        self._verified_dirs: dict[str, tuple[str, tuple[int, int]]] = {}
 
     @property
     def root(self) -> str:
@@ -119,29 +123,54 @@ class FileObjectStore(ObjectStore):
     def _paths(self, key: str) -> tuple[str, str]:
         """Return ``(object path, its directory)`` for a validated key.
 
+        A directory that passed the full check is remembered with its inode; later keys in it
+        only ``lstat`` that directory and compare the inode. A directory swapped for a symlink
+        (or moved, or removed and recreated) no longer matches and gets the full check again.
+
         :raises InvalidKeyError: a segment is too long for the file system, a path component
             below the root is a symlink, or the path resolves outside the root.
         """
-        *dirs, last = key.split("/")
-        names = [_dir_name(d) for d in dirs]
-        names.append(last + _SUFFIX)
-        for name in names:
-            if len(name.encode("utf-8")) > _NAME_MAX:
+        dir_key, _, last = key.rpartition("/")
+        name = last + _SUFFIX
+        if len(name) > _NAME_MAX // 4 and len(name.encode("utf-8")) > _NAME_MAX:
+            raise InvalidKeyError(
+                f"object key {key!r} has a segment longer than the file store allows "
+                f"({_NAME_MAX - len(_SUFFIX)} bytes)"
+            )
+        known = self._verified_dirs.get(dir_key)
+        if known is not None:
+            directory, identity = known
+            try:
+                st = os.lstat(directory)
+            except OSError:
+                st = None
+            if st is not None and (st.st_ino, st.st_dev) == identity and stat.S_ISDIR(st.st_mode):
+                return os.path.join(directory, name), directory
+            self._verified_dirs.pop(dir_key, None)
+        return self._check_paths(key, dir_key, name)
+
+    def _check_paths(self, key: str, dir_key: str, name: str) -> tuple[str, str]:
+        """The full check of :meth:`_paths`: every component below the root, then realpath."""
+        names = [_dir_name(d) for d in dir_key.split("/")] if dir_key else []
+        for segment in names:
+            if len(segment.encode("utf-8")) > _NAME_MAX:
                 raise InvalidKeyError(
                     f"object key {key!r} has a segment longer than the file store allows "
                     f"({_NAME_MAX - len(_SUFFIX)} bytes)"
                 )
+        names.append(name)
         path = os.path.join(self._root, *names)
+        directory = os.path.dirname(path)
         # Refuse symlinks planted below the root: they could lead anywhere.
         current = self._root
-        for name in names:
-            current = os.path.join(current, name)
+        complete = True
+        for segment in names:
+            current = os.path.join(current, segment)
             try:
                 mode = os.lstat(current).st_mode
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
+                complete = False
                 break  # nothing below a missing component can be a symlink yet
-            except NotADirectoryError:
-                break
             if stat.S_ISLNK(mode):
                 raise InvalidKeyError(
                     f"object key {key!r} goes through a symbolic link ({current}); "
@@ -155,7 +184,17 @@ class FileObjectStore(ObjectStore):
             raise InvalidKeyError(
                 f"object key {key!r} resolves outside the store root {self._root}"
             )
-        return path, os.path.dirname(path)
+        if dir_key and (complete or current == path):
+            # every directory component exists and is a real directory: remember it
+            try:
+                st = os.lstat(directory)
+            except OSError:
+                return path, directory
+            if stat.S_ISDIR(st.st_mode):
+                if len(self._verified_dirs) >= _VERIFIED_DIRS_MAX:
+                    self._verified_dirs.clear()
+                self._verified_dirs[dir_key] = (directory, (st.st_ino, st.st_dev))
+        return path, directory
 
     def _check_open(self) -> None:
         if self._closed:

@@ -56,6 +56,37 @@ def test_symlink_inside_root_pointing_outside_is_refused(
     assert list(store.list("")) == []
 
 
+@pytest.mark.parametrize("swapped", ["a", "a/b"])
+def test_directory_swapped_for_symlink_after_use_is_refused(
+    tmp_path: Path, root: Path, store: FileObjectStore, swapped: str
+) -> None:
+    # the store remembers checked directories; a swap behind its back must not slip through
+    store.put("a/b/first", b"1")
+    assert store.get("a/b/first") == b"1"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "b").mkdir()
+    (outside / "secret.obj").write_bytes(b"secret")
+    (outside / "b" / "secret.obj").write_bytes(b"secret")
+    victim = root / swapped
+    victim.rename(tmp_path / "moved")
+    victim.symlink_to(outside if swapped == "a" else outside / "b")
+    with pytest.raises(InvalidKeyError, match="symbolic link"):
+        store.get("a/b/secret")
+    with pytest.raises(InvalidKeyError, match="symbolic link"):
+        store.put("a/b/x", b"escaped")
+    assert sorted(p.name for p in (outside / "b").iterdir()) == ["secret.obj"]
+
+
+def test_pruned_and_recreated_directory_still_works(store: FileObjectStore) -> None:
+    for round_ in range(3):
+        store.put("p/q/k", str(round_).encode())
+        assert store.get("p/q/k") == str(round_).encode()
+        store.delete("p/q/k")  # prunes p/q and p: the remembered directory is gone
+        with pytest.raises(NotFoundError):
+            store.get("p/q/k")
+
+
 def test_symlinked_object_file_is_refused_and_not_listed(
     tmp_path: Path, root: Path, store: FileObjectStore
 ) -> None:
