@@ -14,7 +14,7 @@ import abc
 import builtins
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_UNSAFE_KEY_CHAR = re.compile(r"[\\\x00-\x1f]")
 
 
 def validate_key(key: object) -> str:
@@ -50,7 +51,7 @@ def validate_key(key: object) -> str:
         raise InvalidKeyError(f"object key is longer than 1024 bytes: {key[:60]!r}...")
     if key.startswith("/"):
         raise InvalidKeyError(f"object key {key!r} is absolute; use a relative key like 'a/b'")
-    if "\\" in key or any(ord(c) < 32 for c in key):
+    if _UNSAFE_KEY_CHAR.search(key):
         raise InvalidKeyError(f"object key {key!r} contains a backslash or control character")
     for part in key.split("/"):
         if part in ("", ".", ".."):
@@ -209,9 +210,20 @@ class Message:
     :param topic: the topic it was published to.
     :param id: a backend-specific message id.
     :param deliveries: how many times this message has been delivered (1 on first delivery).
+    :param receipt: backend-specific handle for batch acknowledgement (see ``receipt``).
     """
 
-    __slots__ = ("_ack", "_nack", "_touch", "acked", "data", "deliveries", "id", "topic")
+    __slots__ = (
+        "_ack",
+        "_nack",
+        "_touch",
+        "acked",
+        "data",
+        "deliveries",
+        "id",
+        "receipt",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -223,6 +235,7 @@ class Message:
         ack: Callable[[], None] | None = None,
         nack: Callable[[], None] | None = None,
         touch: Callable[[], None] | None = None,
+        receipt: object = None,
     ) -> None:
         self.data = data
         self.topic = topic
@@ -232,6 +245,9 @@ class Message:
         self._ack = ack
         self._nack = nack
         self._touch = touch
+        #: what the backend that delivered the message needs to settle it in a batch
+        #: (:meth:`Subscription.ack_many`); opaque to everyone else.
+        self.receipt = receipt
 
     def ack(self) -> None:
         """Confirm processing; the message will not be delivered again. Idempotent."""
@@ -267,6 +283,15 @@ class Subscription(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Stop consuming. Un-acked messages will be redelivered. Idempotent."""
+
+    def ack_many(self, messages: Iterable[Message]) -> None:
+        """Acknowledge several received messages; like calling :meth:`Message.ack` on each.
+
+        Backends override it to settle the batch in one round trip (one transaction, one
+        ``XACK``...); the default acks them one by one.
+        """
+        for message in messages:
+            message.ack()
 
     def get(self, timeout: float | None = None) -> Message | None:
         """Return one message, or ``None`` when ``timeout`` seconds pass without one."""

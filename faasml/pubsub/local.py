@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache, partial
 from typing import Any, ClassVar
 
@@ -113,6 +113,8 @@ class _RetryingConnection:
 
     def close(self) -> None:
         self._conn.close()
+
+
 #: how often (at most) publish and subscribe look for private groups of dead processes.
 _GC_INTERVAL = 10.0
 #: how long a publisher trusts its cached listing of the wake directory, in seconds.
@@ -294,9 +296,7 @@ class LocalPubSub(PubSub):
         # check_same_thread=False only so that close() can close every thread's connection; each
         # connection is otherwise used by the thread that opened it.
         conn = _RetryingConnection(
-            sqlite3.connect(
-                self._db_path, timeout=0, isolation_level=None, check_same_thread=False
-            )
+            sqlite3.connect(self._db_path, timeout=0, isolation_level=None, check_same_thread=False)
         )
         # NORMAL in WAL mode skips the fsync per commit; a power cut may lose the last commits
         # but never corrupts the file, which is the right trade for a work queue.
@@ -513,12 +513,17 @@ class LocalPubSub(PubSub):
                 ack=partial(self._ack, msg_id, token),
                 nack=partial(self._nack, topic, msg_id, token),
                 touch=partial(self._touch, msg_id, token, visibility_timeout),
+                receipt=(self, msg_id, token),
             )
             for msg_id, data, deliveries in rows
         ], None
 
     def _ack(self, msg_id: int, token: int) -> None:
         self._conn().execute("DELETE FROM messages WHERE id = ? AND claim = ?", (msg_id, token))
+
+    def _ack_many(self, receipts: list[tuple[int, int]]) -> None:
+        with self._write() as conn:
+            conn.executemany("DELETE FROM messages WHERE id = ? AND claim = ?", receipts)
 
     def _nack(self, topic: str, msg_id: int, token: int) -> None:
         cursor = self._conn().execute(
@@ -789,6 +794,27 @@ class LocalSubscription(Subscription):
                 # An in-flight lease expires soon: look again right then, not up to _MAX_WAIT late.
                 wait = min(wait, max(0.001, next_visible - time.time()))
             self._wait(wait)
+
+    def ack_many(self, messages: Iterable[Message]) -> None:
+        """Acknowledge several messages in one transaction (others' messages one by one)."""
+        receipts: list[tuple[int, int]] = []
+        mine: list[Message] = []
+        for message in messages:
+            receipt = message.receipt
+            if message.acked:
+                continue
+            if isinstance(receipt, tuple) and len(receipt) == 3 and receipt[0] is self._pubsub:
+                receipts.append((receipt[1], receipt[2]))
+                mine.append(message)
+            else:
+                message.ack()
+        if len(receipts) == 1:
+            mine[0].ack()
+            return
+        if receipts:
+            self._pubsub._ack_many(receipts)
+            for message in mine:
+                message.acked = True
 
     def _wait(self, seconds: float) -> None:
         """Sleep until a publisher wakes us or ``seconds`` pass, then drain pending wake-ups."""

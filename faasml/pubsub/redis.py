@@ -44,6 +44,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from faasml.errors import ConfigurationError, NotFoundError, PayloadTooLargeError
@@ -499,7 +500,39 @@ class RedisSubscription(Subscription):
             ack=lambda: self._settle(mid, deliveries, "ack", lease),
             nack=lambda: self._settle(mid, deliveries, "nack", lease),
             touch=lambda: self._settle(mid, deliveries, "touch", lease),
+            receipt=(self, mid, lease),
         )
+
+    def ack_many(self, messages: Iterable[Message]) -> None:
+        """Acknowledge several messages: one ``XACK`` for all those still within their lease.
+
+        A message whose lease may have run out goes through the checked, one-by-one path.
+        """
+        now = time.monotonic()
+        ids: list[str] = []
+        batch: list[Message] = []
+        for message in messages:
+            if message.acked:
+                continue
+            receipt = message.receipt
+            if (
+                isinstance(receipt, tuple)
+                and len(receipt) == 3
+                and receipt[0] is self
+                and now < receipt[2][0]
+            ):
+                ids.append(receipt[1])
+                batch.append(message)
+            else:
+                message.ack()
+        if not ids:
+            return
+        self._conn.call(
+            f"ack {len(ids)} messages",
+            lambda: command(self._redis, "XACK", self._stream, self._group, *ids),
+        )
+        for message in batch:
+            message.acked = True
 
     def _settle(self, mid: str, deliveries: int, what: str, lease: list[float]) -> None:
         sent_at = time.monotonic()

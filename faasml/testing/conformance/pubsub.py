@@ -373,6 +373,30 @@ class PubSubTests:
         second.ack()
         assert sub.get(timeout=visibility_timeout * 1.3) is None, "an acked message came back"
 
+    def test_ack_many_settles_a_batch(
+        self,
+        pubsub: PubSub,
+        topic: str,
+        open_subscription: SubscribeFn,
+        visibility_timeout: float,
+    ) -> None:
+        """``ack_many`` acks every message it is given, and only those."""
+        sub = open_subscription(topic, "g", visibility_timeout=visibility_timeout)
+        pubsub.publish_many(topic, [b"m%d" % i for i in range(5)])
+        got: list[Message] = []
+        deadline = time.monotonic() + _PATIENCE
+        while len(got) < 5 and time.monotonic() < deadline:
+            got.extend(sub.get_many(5 - len(got), timeout=0.5))
+        assert sorted(m.data for m in got) == [b"m%d" % i for i in range(5)]
+        kept = next(m for m in got if m.data == b"m2")
+        sub.ack_many([m for m in got if m is not kept])
+        sub.ack_many([])  # nothing to do
+        assert all(m.acked for m in got if m is not kept) and not kept.acked
+        again = sub.get(timeout=visibility_timeout * 5)
+        assert again is not None and again.data == b"m2", "an acked message came back"
+        sub.ack_many([again, again])  # the same message twice: still one ack
+        assert sub.get(timeout=visibility_timeout * 1.3) is None, "an acked message came back"
+
     def test_nack_redelivers_promptly(
         self,
         pubsub: PubSub,
