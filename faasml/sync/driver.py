@@ -8,8 +8,9 @@ not a server VM). Its loop, in the calling thread:
   generation, which joins at the current step from the newest checkpoint plus the decision log;
   a slot whose time budget ran out is relaunched the same way;
 * evicts required members that stay silent too long;
-* makes step decisions (:class:`~faasml.sync.coordinator.StepCoordinator`), stores each one
-  (the replay log) and then publishes it on the fan-out *down* topic;
+* makes step decisions (:class:`~faasml.sync.coordinator.StepCoordinator`) and publishes them
+  on the fan-out *down* topic; the replay log of decisions in the store is written only for
+  workers that join (before each launch, and until the new worker's first announcement);
 * asks ``stop_when`` whether to stop, and then publishes a final ``stop`` decision.
 
 A background thread keeps the driver's own replica: it applies every decision, calls
@@ -143,6 +144,8 @@ class SyncDriver:
         self._log: deque[Decision] = deque()
         self._interval_loss = 0.0
         self._interval_n = 0
+        self._unstored: deque[tuple[int, bytes]] = deque()
+        self._stored: set[int] = set()  # decisions written to the replay log, until deleted
 
     # ------------------------------------------------------------------ public
 
@@ -217,6 +220,7 @@ class SyncDriver:
     # ------------------------------------------------------------------ loop steps
 
     def _launch(self, slot: int, gen: int, start_t: int, *, expected: bool = False) -> None:
+        self._store_decisions()  # the new worker replays the log: it must be complete
         if expected:
             self.coordinator.expect(slot, gen)
         else:
@@ -239,12 +243,12 @@ class SyncDriver:
 
     def _receive(self) -> None:
         assert self._sub is not None
-        for message in self._sub.get_many(256, self._poll_timeout):
+        messages = self._sub.get_many(256, self._poll_timeout)
+        for message in messages:
             try:
                 msg = decode_message(message.data)
             except DataFormatError as exc:
                 log.warning("dropping an invalid sync message: %s", exc)
-                message.ack()
                 continue
             if isinstance(msg, Announcement):
                 if self.coordinator.on_announcement(msg):
@@ -255,7 +259,7 @@ class SyncDriver:
                 if msg.reason == "budget":
                     start = max(msg.next_t, self.coordinator.last_t(msg.slot) + 1)
                     self._relaunch(msg.slot, msg.gen, start)
-            message.ack()
+        self._sub.ack_many(messages)  # one round trip for the batch, after handling it
 
     def _check_workers(self) -> None:
         done = [rec for rec in self._running if rec.future.done()]
@@ -310,10 +314,35 @@ class SyncDriver:
 
     def _publish(self, decision: Decision) -> None:
         body = decision.encode()
-        # stored first: a worker subscribing after this publish finds it in the replay log
-        self.storage.put(self.keys.decision(decision.d), body)
+        self._unstored.append((decision.d, body))
+        newest = self._checkpoints[-1] if self._checkpoints else -1
+        while self._unstored and self._unstored[0][0] <= newest:
+            self._unstored.popleft()  # nobody replays what a checkpoint already holds
+        if not self._checkpoint_every or self._someone_joining():
+            # stored before it is published: a worker that subscribed after this publish
+            # finds it in the replay log
+            self._store_decisions()
         self.pubsub.publish(self.keys.down_topic, body)
         self._queue.put(decision)
+
+    def _someone_joining(self) -> bool:
+        """Whether a launched member has not announced yet (it may be replaying the log)."""
+        return any(s.status == "launched" for s in self.coordinator.members.values())
+
+    def _store_decisions(self) -> None:
+        """Write the decisions after the newest checkpoint not stored yet, in order.
+
+        The stored log only serves workers that join: they load the newest checkpoint and
+        replay the decisions after it, subscribing first. So it is written just before every
+        launch, and decision by decision (before each publish) while a launched worker has not
+        announced yet; in between, decisions reach the running workers on the topic alone and a
+        step costs no store write.
+        """
+        while self._unstored:
+            d, body = self._unstored[0]
+            self.storage.put(self.keys.decision(d), body)
+            self._stored.add(d)
+            self._unstored.popleft()
 
     # ------------------------------------------------------------------ the driver replica
 
@@ -322,7 +351,7 @@ class SyncDriver:
             while True:
                 decision = self._queue.get()
                 if self.average is not None:
-                    self.replica.apply(decision, before_change=self.average.catch_up)
+                    self.replica.apply(decision, on_change=self.average.record)
                     self.average.advance()
                 else:
                     self.replica.apply(decision)
@@ -367,7 +396,9 @@ class SyncDriver:
         while self._log and self._log[0].d <= boundary:
             old = self._log.popleft()
             doomed.extend(inc.key for inc in old.deltas if inc.key is not None)
-            doomed.append(self.keys.decision(old.d))
+            if old.d in self._stored:
+                self._stored.discard(old.d)
+                doomed.append(self.keys.decision(old.d))
         while len(self._checkpoints) > 2:
             doomed.append(self.keys.checkpoint(self._checkpoints.pop(0)))
         for key in doomed:

@@ -107,12 +107,12 @@ class Replica:
     def apply(
         self,
         decision: Decision,
-        before_change: Callable[[npt.NDArray[np.int64]], None] | None = None,
+        on_change: Callable[[npt.NDArray[np.int64], npt.NDArray[np.float64]], None] | None = None,
     ) -> None:
         """Add decision ``decision.d``'s deltas; it must be the next one (``applied + 1``).
 
-        :param before_change: called with the rows of each delta just before they change (the
-            driver's running average catches up on them).
+        :param on_change: called with ``(rows, change)`` for each delta, the change being what
+            was added to ``W[rows]`` (the driver's running average records it).
         :raises NotFoundError: a delta was already garbage-collected (reload from a checkpoint).
         :raises ValueError: the decision is not the next one.
         """
@@ -145,12 +145,10 @@ class Replica:
             for rows, _ in present:
                 touches[rows] += 1.0
         for rows, values in present:
-            if before_change is not None:
-                before_change(rows)
-            if touches is None:
-                self.W[rows] += values
-            else:
-                self.W[rows] += values / touches[rows][:, None]
+            change = values if touches is None else values / touches[rows][:, None]
+            self.W[rows] += change
+            if on_change is not None:
+                on_change(rows, change)
         if touches is not None:
             for rows, _ in present:
                 touches[rows] = 0.0
@@ -256,14 +254,19 @@ class RunningAverage:
     decisions. Averaging the iterates of SGD removes most of its gradient noise from the final
     model (Polyak-Ruppert; scikit-learn's ``SGDClassifier(average=...)``).
 
-    Only rows a decision touches change, so a row's average is brought up to date lazily, in
-    closed form, just before its weights change (``W_j`` was constant since its last update):
-    a decision costs O(touched rows), and only :meth:`value` is O(all weights).
+    With ``q = 1 - a``, the gap ``E_k = A_k - W_k`` obeys ``E_k = q (E_{k-1} - D_k)`` where
+    ``D_k`` is what decision ``k`` added to the weights. Kept as ``E_k = q^k F_k``, only the rows
+    a decision changes move: ``F -= D_k / q^(k-1)``, one scaled sparse subtraction per delta, and
+    only :meth:`value` is O(all weights). ``F`` is rescaled (a dense pass) whenever ``q^k`` gets
+    small enough to threaten the float range, i.e. every few hundred windows.
 
-    :param replica: the replica to average (its :meth:`Replica.apply` must be called with
-        ``before_change=`` :meth:`catch_up`, then :meth:`advance`).
+    :param replica: the replica to average: its :meth:`Replica.apply` must be called with
+        ``on_change=`` :meth:`record`, then :meth:`advance`.
     :param window: averaging window in decisions (``a = 1 / window``; >= 1).
     """
+
+    #: ``F`` is folded back into ``E`` once the scale drops below this.
+    _MIN_SCALE = 1e-150
 
     def __init__(self, replica: Replica, window: float) -> None:
         if not window >= 1:
@@ -271,19 +274,24 @@ class RunningAverage:
         self.replica = replica
         self.keep = 1.0 - 1.0 / window
         self.k = 0
-        self.avg = np.zeros(replica.shape, dtype=np.float64)
-        self.last = np.zeros(replica.shape[0], dtype=np.int64)
+        self._scale = 1.0  # q^k relative to the last rescale: E = scale * F
+        self._decay = 1.0  # q^k itself, for the normalization
+        self._gap = -replica.W.copy()  # F; E_0 = A_0 - W_0 = -W_0
 
-    def catch_up(self, rows: npt.NDArray[np.int64]) -> None:
-        """Bring the average of ``rows`` to decision ``k`` using their current weights."""
-        W = self.replica.W[rows]
-        decay = self.keep ** (self.k - self.last[rows]).astype(np.float64)
-        self.avg[rows] = W + decay[:, None] * (self.avg[rows] - W)
-        self.last[rows] = self.k
+    def record(self, rows: npt.NDArray[np.int64], change: npt.NDArray[np.float64]) -> None:
+        """Account for ``change`` just added to the weights of ``rows`` by the current decision."""
+        if self.keep == 0.0:
+            return  # a window of one decision: the average is the current weights
+        self._gap[rows] -= change / self._scale
 
     def advance(self) -> None:
         """Count one more decision (call after applying it)."""
         self.k += 1
+        self._scale *= self.keep
+        self._decay *= self.keep
+        if 0.0 < self._scale < self._MIN_SCALE:
+            self._gap *= self._scale
+            self._scale = 1.0
 
     def value(self, rows: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.float64]:
         """The normalized average after the decisions counted so far (a new array).
@@ -293,9 +301,9 @@ class RunningAverage:
         W = self.replica.W if rows is None else self.replica.W[rows]
         if self.k == 0:
             return W.copy()
-        avg = self.avg if rows is None else self.avg[rows]
-        last = self.last if rows is None else self.last[rows]
-        decay = self.keep ** (self.k - last).astype(np.float64)
-        current = W + decay[:, None] * (avg - W)
-        current /= 1.0 - self.keep**self.k
+        if self.keep == 0.0:
+            return W.copy()
+        gap = self._gap if rows is None else self._gap[rows]
+        current = W + self._scale * gap
+        current /= 1.0 - self._decay
         return current

@@ -6,8 +6,9 @@ A worker invocation is identified by ``(slot, gen)``. Its life:
    invocation (platforms re-invoke; executors retry) finds it taken and must exit at once.
 2. :meth:`SyncWorker.join` subscribes to the decision topic *first* (its own private group), then
    loads the newest checkpoint and replays the stored decisions after it. Every decision published
-   after the subscription arrives on the topic; every earlier one was stored before it was
-   published, so the replay sees it: no decision can fall in between.
+   after the subscription arrives on the topic; every earlier one is in the stored log, because
+   the driver completes the log before it launches a worker and, until that worker's first
+   announcement, stores each decision before publishing it: no decision can fall in between.
 3. Per step: :meth:`SyncWorker.announce` stores the delta and tells the driver;
    :meth:`SyncWorker.poll` / :meth:`SyncWorker.wait_until` apply decisions in order.
 4. :meth:`SyncWorker.leave` tells the driver it stops and why.
@@ -134,11 +135,11 @@ class SyncWorker:
             try:
                 msg = decode_message(message.data)
             except DataFormatError:
-                message.ack()  # garbage on the topic must not be redelivered forever
-                continue
+                continue  # garbage on the topic is acked below: never redelivered forever
             if isinstance(msg, Decision) and msg.d > self.replica.applied:
                 self._buffer[msg.d] = msg
-            message.ack()
+        if messages:
+            self._sub.ack_many(messages)
         before = self.replica.applied
         self._drain()
         self.wait_seconds += time.monotonic() - start
