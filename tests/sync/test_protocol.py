@@ -280,6 +280,31 @@ def test_lagging_replica_reloads_when_its_deltas_were_collected(
     assert lagging.applied == 3 and np.array_equal(lagging.W, writer.W)
 
 
+@pytest.mark.parametrize("window", [1.0, 1.5, 40.0])
+def test_running_average_matches_a_dense_ema_through_rescaling(window: float) -> None:
+    # window 1.5 drives q^k below the rescale threshold within the run; window 1 is "no average"
+    store = MemoryObjectStore()
+    replica = Replica(store, RunKeys("train/ema", "ema"), SHAPE)
+    replica.W[3] = 2.0  # a replica that does not start at zero
+    average = RunningAverage(replica, window)
+    rng = np.random.default_rng(5)
+    q = 1.0 - 1.0 / window
+    dense = np.zeros(SHAPE)
+    for _ in range(400):
+        for _ in range(2):  # two deltas per decision
+            rows = np.unique(rng.integers(0, SHAPE[0], 7))
+            change = rng.standard_normal((rows.size, SHAPE[1]))
+            replica.W[rows] += change
+            average.record(rows, change)
+        average.advance()
+        dense = q * dense + (1 - q) * replica.W
+    expected = dense / (1 - q**400)
+    np.testing.assert_allclose(average.value(), expected, rtol=1e-9, atol=1e-12)
+    rows = np.array([0, 3, 49])
+    np.testing.assert_allclose(average.value(rows), expected[rows], rtol=1e-9, atol=1e-12)
+    store.close()
+
+
 def test_running_average_rejects_a_zero_window(backends: tuple[ObjectStore, PubSub]) -> None:
     store, _ = backends
     with pytest.raises(ValueError, match="window"):
