@@ -8,7 +8,7 @@ on the identical matrices, then faasml's default
 
 Usage::
 
-    python benchmarks/train_softmax.py [--repeat 3] [--workers 1,2]
+    python benchmarks/train_softmax.py [--repeat 3] [--workers 1,2] [--local-steps K]
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=1, help="median of this many runs")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument(
+        "--local-steps", type=int, help="the estimator's local_steps (default: its own)"
+    )
     args = parser.parse_args()
     from faasml.algorithms import SoftmaxRegression
 

@@ -70,7 +70,12 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
     model.add_argument("--optimizer", choices=["sgd", "momentum", "adagrad", "adam"])
     model.add_argument("--l2", type=float, help="L2 penalty on the mean loss")
     model.add_argument("--sync", choices=["bsp", "ssp", "asp"], help="synchronization mode")
-    model.add_argument("--staleness", type=int, help="SSP bound, in steps")
+    model.add_argument("--staleness", type=int, help="SSP bound, in rounds")
+    model.add_argument(
+        "--local-steps",
+        type=int,
+        help="minibatch steps a worker takes between two synchronizations (one round)",
+    )
     model.add_argument("--max-time", type=float, help="stop after this many seconds")
     model.add_argument("--target-loss", type=float, help="stop at this held-out log-loss")
     model.add_argument("--seed", type=int, help="seed of data order and initialization")
@@ -159,6 +164,7 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
         "l2",
         "sync",
         "staleness",
+        "local_steps",
         "max_time",
         "target_loss",
         "seed",

@@ -104,8 +104,16 @@ def test_compression_follows_the_store_unless_configured(tmp_path: Path) -> None
     assert FileObjectStore.same_host
     for compression, expect_compressed in ((None, False), (True, True)):
         root = tmp_path / f"s{compression}"
-        with faasml.connect("local", storage="file", root=str(root), workers=1, inline_bytes=0,
-                            cleanup=False, compression=compression, progress=False) as c:
+        with faasml.connect(
+            "local",
+            storage="file",
+            root=str(root),
+            workers=1,
+            inline_bytes=0,
+            cleanup=False,
+            compression=compression,
+            progress=False,
+        ) as c:
             assert c.submit(compressible, 200_000).result(timeout=30) == b"a" * 200_000
             sizes = [i.size for i in c.storage.list("jobs/") if i.key.endswith("/result")]
         assert sizes and (max(sizes) < 10_000) == expect_compressed, (compression, sizes)

@@ -76,6 +76,8 @@ def test_sparse_lr_on_a_libsvm_file_with_held_out_fraction(
             "5",
             "--batch-size",
             "64",
+            "--local-steps",
+            "2",
             "--no-progress",
         ]
     )
@@ -86,13 +88,17 @@ def test_sparse_lr_on_a_libsvm_file_with_held_out_fraction(
     assert accuracy > 0.8
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "name"),
+    [("--learning-rate", "-1", "learning_rate"), ("--local-steps", "0", "local_steps")],
+)
 def test_bad_hyperparameter_is_refused_before_loading(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], flag: str, value: str, name: str
 ) -> None:
-    code = cli.main(["train", "sparse-lr", "--data", "/nonexistent.svm", "--learning-rate", "-1"])
+    code = cli.main(["train", "sparse-lr", "--data", "/nonexistent.svm", flag, value])
     assert code == 2
     err = capsys.readouterr().err
-    assert "learning_rate" in err and "Traceback" not in err
+    assert name in err and "Traceback" not in err
 
 
 def test_missing_data_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from faasml.executor import Cloud
 
 __all__ = [
+    "LOCAL_STEPS_DEFAULT",
     "LinearEstimator",
     "Objective",
     "Workspace",
@@ -69,6 +70,9 @@ log = logging.getLogger("faasml.algorithms")
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+
+#: default ``local_steps`` of the estimators: minibatch steps per synchronization round.
+LOCAL_STEPS_DEFAULT = 2
 
 
 # =========================================================================== math
@@ -115,6 +119,7 @@ def sparse_gradient(
     workspace: Workspace | None = None,
     l2_scale: FloatArray | None = None,
     overlay: Sequence[tuple[IntArray, FloatArray]] = (),
+    offset: FloatArray | None = None,
 ) -> tuple[float, IntArray, FloatArray]:
     """Loss and gradient of one minibatch on the rows of ``W`` it touches.
 
@@ -127,6 +132,8 @@ def sparse_gradient(
     :param overlay: sparse deltas ``(rows, values)`` to add to ``W`` for this gradient only: a
         worker's own deltas that are announced but not decided yet, so that under SSP it never
         computes on weights that miss its own previous steps (read-your-writes).
+    :param offset: a dense array of ``W``'s shape also added for this gradient only: the
+        updates of the worker's current round of local steps, not announced yet.
     :returns: ``(mean data loss, rows, grad)`` with ``rows`` sorted (touched features, then the
         intercept row) and ``grad`` of shape ``(len(rows), n_outputs)``.
     """
@@ -153,6 +160,9 @@ def sparse_gradient(
         bias = bias + extra[n_features]
         for rows_o, _ in overlay:
             extra[rows_o] = 0.0
+    if offset is not None:
+        W_touched = W_touched + offset[cols]
+        bias = bias + offset[n_features]
     Z = local @ W_touched + bias
     loss, R = objective.loss_and_residual(np.asarray(Z, dtype=np.float64), y)
     grad = np.empty((cols.size + 1, W.shape[1]), dtype=np.float64)
@@ -272,6 +282,7 @@ class LinearEstimator(abc.ABC):
     l2: float | None
     sync: str
     staleness: int
+    local_steps: int
     significance: float
     aggregation: str
     averaging: float
@@ -367,6 +378,8 @@ class LinearEstimator(abc.ABC):
             fail("sync", f"one of {list(SYNC_MODES)}")
         if not _is_int(self.staleness) or self.staleness < 0:
             fail("staleness", "an integer >= 0")
+        if not _is_int(self.local_steps) or self.local_steps < 1:
+            fail("local_steps", "an integer >= 1")
         if not _is_number(self.significance) or not (0 <= self.significance < math.inf):
             fail("significance", "a number >= 0")
         if self.aggregation not in AGGREGATIONS:
@@ -561,7 +574,9 @@ class LinearEstimator(abc.ABC):
             l2_key = f"{keys.prefix}/l2scale"
             scale = lazy_l2_scale(counts, data.n_train, dataset.batch_size)
             storage.put(l2_key, encode_arrays({}, {"scale": scale}))
-        eval_every = self.eval_every or max(1, int(round(steps_per_epoch / 4)))
+        k = int(self.local_steps)
+        rounds_per_epoch = steps_per_epoch / k  # decisions per epoch
+        eval_every = self.eval_every or max(1, int(round(rounds_per_epoch / 4)))
         timeout = float(cloud.function.timeout)
         safety = max(1.0, min(30.0, 0.05 * timeout))
         generation = self.generation_seconds or max(1.0, 0.8 * timeout)
@@ -586,6 +601,7 @@ class LinearEstimator(abc.ABC):
             mode=self.sync,
             staleness=int(self.staleness) if self.sync == "ssp" else 0,
             seed=int(self.seed),
+            local_steps=k,
             generation_seconds=float(generation),
             safety_seconds=float(safety),
             positive_label=self._worker_label(),
@@ -645,7 +661,7 @@ class LinearEstimator(abc.ABC):
             checkpoint_every=self.checkpoint_every,
             aggregation=self.aggregation,
             average_window=(
-                max(1.0, self.averaging * steps_per_epoch) if self.averaging > 0 else None
+                max(1.0, self.averaging * rounds_per_epoch) if self.averaging > 0 else None
             ),
         )
         bar = self._progress_bar(target_samples)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from faasml.algorithms.base import FloatArray, LinearEstimator, Objective
+from faasml.algorithms.base import LOCAL_STEPS_DEFAULT, FloatArray, LinearEstimator, Objective
 from faasml.errors import ConfigurationError, DataFormatError
 
 __all__ = ["Multinomial", "SoftmaxRegression", "log_softmax"]
@@ -114,6 +114,7 @@ class SoftmaxRegression(LinearEstimator):
         l2: float | None = None,
         sync: str = "ssp",
         staleness: int = 1,
+        local_steps: int = LOCAL_STEPS_DEFAULT,
         significance: float = 0.0,
         aggregation: str = "mean",
         averaging: float = 1.0,
@@ -141,6 +142,7 @@ class SoftmaxRegression(LinearEstimator):
         self.l2 = l2
         self.sync = sync
         self.staleness = staleness
+        self.local_steps = local_steps
         self.significance = significance
         self.aggregation = aggregation
         self.averaging = averaging

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from faasml.algorithms.base import FloatArray, LinearEstimator, Objective
+from faasml.algorithms.base import LOCAL_STEPS_DEFAULT, FloatArray, LinearEstimator, Objective
 from faasml.errors import DataFormatError
 
 __all__ = ["BinaryLogistic", "SparseLogisticRegression", "sigmoid"]
@@ -76,7 +76,12 @@ class SparseLogisticRegression(LinearEstimator):
         touches the feature, so rare features are regularized as much as the objective says.
     :param sync: ``"bsp"`` (every step waits for every worker), ``"ssp"`` (workers may run
         ``staleness`` steps ahead of the last decided step) or ``"asp"`` (no waiting).
-    :param staleness: the SSP bound (ignored otherwise).
+    :param staleness: the SSP bound, in rounds (ignored otherwise).
+    :param local_steps: minibatch steps a worker takes on its own replica between two
+        synchronizations (one *round*, local SGD). Synchronizing costs a store write, messages and
+        the peers' deltas, whatever the batch; more local steps amortize it (cloud stores have
+        millisecond latencies) at the price of replicas drifting apart for longer. One worker
+        gives plain sequential SGD for any value.
     :param significance: MLLess significance filter ``v``: a worker sends a coordinate only when
         its accumulated update exceeds ``v / sqrt(t + 1)`` times the weight, keeping the rest for
         later (0 sends every touched coordinate). Measured on flights: ``v = 0.3`` sends about
@@ -131,6 +136,7 @@ class SparseLogisticRegression(LinearEstimator):
         l2: float | None = None,
         sync: str = "ssp",
         staleness: int = 1,
+        local_steps: int = LOCAL_STEPS_DEFAULT,
         significance: float = 0.0,
         aggregation: str = "mean",
         averaging: float = 1.0,
@@ -157,6 +163,7 @@ class SparseLogisticRegression(LinearEstimator):
         self.l2 = l2
         self.sync = sync
         self.staleness = staleness
+        self.local_steps = local_steps
         self.significance = significance
         self.aggregation = aggregation
         self.averaging = averaging

@@ -174,10 +174,15 @@ def sequential_reference(
     return np.append(w, b)
 
 
-def test_one_worker_bsp_equals_sequential_sgd(cloud: faasml.Cloud, odd_even: Any) -> None:
+@pytest.mark.parametrize("local_steps", [1, 3])
+def test_one_worker_bsp_equals_sequential_sgd(
+    cloud: faasml.Cloud, odd_even: Any, local_steps: int
+) -> None:
+    # with several local steps per round the worker still computes each step on its own latest
+    # weights, so one worker is exactly sequential SGD whatever the round length
     X_tr, y_tr, _, _ = odd_even
     X, y = X_tr[:600], y_tr[:600]
-    params = dict(seed=3, batch_size=50, epochs=2.5, lr=0.2, momentum=0.8, l2=1e-3)
+    params = dict(seed=3, batch_size=50, epochs=5.0, lr=0.2, momentum=0.8, l2=1e-3)
     model = SparseLogisticRegression(
         workers=1,
         sync="bsp",
@@ -191,33 +196,45 @@ def test_one_worker_bsp_equals_sequential_sgd(cloud: faasml.Cloud, odd_even: Any
         seed=params["seed"],
         averaging=0,
         update_dtype="float64",
+        local_steps=local_steps,
         # several generations, each resuming from the checkpoint, the decision log and the
         # optimizer state its predecessor handed over
-        generation_seconds=0.02,
+        generation_seconds=0.01,
         checkpoint_every=4,
         progress=False,
     ).fit(X, y, cloud=cloud)
     reference = sequential_reference(X, y, **params)  # type: ignore[arg-type]
     np.testing.assert_allclose(model.coef_[0], reference[:-1], rtol=0, atol=1e-10)
     assert model.intercept_[0] == pytest.approx(reference[-1], abs=1e-10)
-    assert model.run_info_["samples"] == 1500
+    assert model.run_info_["samples"] == 3000
     generations = [w for w in model.run_info_["workers"] if w["outcome"] == "budget"]
     assert generations, "the run was meant to span several worker generations"
 
 
-def test_binary_digits_converges_with_two_workers(cloud: faasml.Cloud, odd_even: Any) -> None:
+@pytest.mark.parametrize("local_steps", [1, 4])
+def test_binary_digits_converges_with_two_workers(
+    cloud: faasml.Cloud, odd_even: Any, local_steps: int
+) -> None:
     X_tr, y_tr, X_te, y_te = odd_even
     model = SparseLogisticRegression(
-        workers=2, batch_size=64, epochs=8, learning_rate=0.05, progress=False
+        workers=2,
+        batch_size=64,
+        epochs=8,
+        learning_rate=0.05,
+        local_steps=local_steps,
+        progress=False,
     ).fit(X_tr, y_tr, cloud=cloud, X_test=X_te, y_test=y_te)
     assert model.score(X_te, y_te) > 0.88
     losses = [h["test_loss"] for h in model.history_]
-    assert losses[-1] < 0.5 * losses[0]
+    assert losses[-1] < 0.5 * np.log(2)  # half the loss of the untrained (all-zero) model
+    assert losses[-1] < losses[0]
     assert model.history_[-1]["epoch"] >= 8
     assert model.predict_proba(X_te).shape == (len(y_te), 2)
     np.testing.assert_allclose(model.predict_proba(X_te).sum(axis=1), 1.0)
     assert set(model.predict(X_te)) <= {0, 1}
     entry = model.history_[-1]
+    # a decision is one round of local_steps minibatches from each worker
+    assert model.run_info_["decisions"] <= 8 * 23 / (2 * local_steps) + 3
     assert set(entry) >= {"time", "step", "epoch", "train_loss", "test_loss", "samples_per_s"}
     assert entry["workers"] <= 2 and entry["samples_per_s"] > 0
 
@@ -249,6 +266,8 @@ def test_cloud_none_connects_locally(odd_even: Any) -> None:
         ({"learning_rate": -0.1}, "learning_rate"),
         ({"learning_rate": 0}, "learning_rate"),
         ({"staleness": -1}, "staleness"),
+        ({"local_steps": 0}, "local_steps"),
+        ({"local_steps": 2.5}, "local_steps"),
         ({"workers": 0}, "workers"),
         ({"workers": 1.5}, "workers"),
         ({"sync": "hogwild"}, "sync"),
@@ -376,3 +395,20 @@ def test_significance_filter_sends_less_and_still_trains(cloud: faasml.Cloud) ->
         runs[v] = (sent, model.history_[-1]["test_loss"])
     assert runs[0.3][0] < 0.9 * runs[0.0][0]  # fewer delta bytes ...
     assert runs[0.3][1] < 1.03 * runs[0.0][1]  # ... for about the same held-out loss
+
+
+# ----------------------------------------------------------------------------- data order
+
+
+def test_slots_take_turns_on_one_stream_of_epoch_permutations() -> None:
+    from faasml.algorithms._worker import batch_at
+
+    n_batches, n_slots = 11, 3
+    for epoch in range(3):
+        expected = np.random.default_rng([4, epoch]).permutation(n_batches)
+        stream = [
+            batch_at(4, n_batches, position // n_slots, position % n_slots, n_slots)
+            for position in range(epoch * n_batches, (epoch + 1) * n_batches)
+        ]
+        assert stream == expected.tolist()  # every epoch visits every batch exactly once
+    assert batch_at(4, n_batches, 5) == np.random.default_rng([4, 0]).permutation(11)[5]

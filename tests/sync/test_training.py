@@ -36,12 +36,13 @@ def test_fault_injection_loses_at_most_in_flight_updates(
         workers=2,
         sync="bsp",
         batch_size=64,
-        epochs=30,
-        learning_rate=0.1,
-        # a strongly convex problem and a long average: both runs end near the same optimum,
-        # so what remains is the difference the faults make
+        # a strongly convex problem trained to convergence: both runs end at the same optimum,
+        # so what remains is the difference the faults make, not how many steps each run got
+        # (while a killed slot is relaunched its peer steps alone, with smaller steps)
+        epochs=60,
+        learning_rate=0.2,
         l2=0.01,
-        averaging=5,
+        averaging=2,
         # short generations: many invocations, so that 20% of them is several kills
         generation_seconds=0.4,
         checkpoint_every=5,
@@ -58,7 +59,7 @@ def test_fault_injection_loses_at_most_in_flight_updates(
     assert died, faulty.run_info_["outcomes"]
     assert any(str(FAULT_EXIT_CODE) in (w["error"] or "") for w in died)
     assert faulty.run_info_["invocations"] > len(died) + 2  # the slots were relaunched
-    assert faulty.run_info_["epochs"] >= 30
+    assert faulty.run_info_["epochs"] >= 60
     loss_clean = clean.history_[-1]["test_loss"]
     loss_faulty = faulty.history_[-1]["test_loss"]
     assert abs(loss_faulty - loss_clean) <= 0.01 * loss_clean
