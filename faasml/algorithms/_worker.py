@@ -38,6 +38,7 @@ import scipy.sparse as sp
 from faasml.algorithms.base import Objective, Workspace, sparse_gradient
 from faasml.algorithms.optim import make_optimizer
 from faasml.data import BatchIterator, StoredDataset
+from faasml.errors import NotFoundError
 from faasml.runtime import context
 from faasml.sync import RunKeys, SyncWorker, decode_arrays
 
@@ -248,9 +249,9 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
 
     Runs inside a faasml task (it uses :func:`faasml.runtime.context`).
 
-    :returns: a summary: ``status`` (``"budget"``, ``"stopped"``, ``"evicted"`` or
-        ``"duplicate"``), ``attempt``, ``steps``, ``next_t`` and time spent computing, waiting for
-        decisions and doing I/O.
+    :returns: a summary: ``status`` (``"budget"``, ``"stopped"``, ``"evicted"``,
+        ``"duplicate"`` or ``"gone"``: started after the run ended), ``attempt``, ``steps``,
+        ``next_t`` and time spent computing, waiting for decisions and doing I/O.
     """
     ctx = context()
     started = time.monotonic()
@@ -275,6 +276,11 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
     )
     if not sw.claim():
         return {**summary, "status": "duplicate", "steps": 0}
+    # checked after claiming: the driver deletes the marker before the run's objects, so either
+    # the clean-up sees (and deletes) our claim or we see the marker gone and delete it ourselves
+    if not sw.run_active():
+        sw.withdraw()
+        return {**summary, "status": "gone", "steps": 0}
     budget = spec.generation_seconds
     left = ctx.time_left()
     if left is not None:
@@ -395,6 +401,12 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
             seconds=time.monotonic() - started,
         )
         return summary
+    except NotFoundError:
+        if sw.run_active():
+            raise
+        # the run ended and its objects were deleted while this invocation was joining it
+        sw.withdraw()
+        return {**summary, "status": "gone", "steps": 0}
     finally:
         if batches is not None:
             batches.close()

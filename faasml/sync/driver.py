@@ -57,7 +57,7 @@ class WorkerRecord:
     """What happened to one worker invocation (for reports and tests).
 
     :param outcome: ``"running"``, the worker's own status (``"budget"``, ``"stopped"``,
-        ``"evicted"``, ``"duplicate"``), or ``"died"`` / ``"error"`` with :attr:`error`.
+        ``"evicted"``, ``"duplicate"``, ``"gone"``), or ``"died"`` / ``"error"`` with :attr:`error`.
     """
 
     slot: int
@@ -182,6 +182,7 @@ class SyncDriver:
             re-raised as is, with the remote traceback attached by the executor).
         """
         self._sub = self.pubsub.subscribe(self.keys.up_topic, visibility_timeout=60.0)
+        self.storage.put(self.keys.active, b"")
         self._updater = threading.Thread(target=self._update_loop, name="faasml-sync-replica")
         self._updater.daemon = True
         self._updater.start()
@@ -408,6 +409,13 @@ class SyncDriver:
                 pass
 
     def _finish(self) -> None:
+        # from now on a late (duplicate, retried) invocation exits instead of joining
+        try:
+            self.storage.delete(self.keys.active)
+        except NotFoundError:
+            pass
+        except FaaSMLError:
+            log.warning("could not delete the run marker %s", self.keys.active, exc_info=True)
         if self._updater is not None:
             self._updater.join()
         if self._sub is not None:

@@ -3,6 +3,7 @@
 Messages travel as JSON (never pickle: anyone able to publish on a topic must not be able to run
 code in a worker). Keys of one run all live under ``<prefix>/<run>/``::
 
+    active                       exists while the run is going on (a late invocation finds it gone)
     claims/<slot>-<gen>          write-once marker: the first invocation of (slot, gen) owns it
     deltas/<t>-<slot>-<gen>      a worker's sparse delta for its step t
     decisions/<d>                the driver's decision d (the replay log for joining workers)
@@ -52,6 +53,11 @@ class RunKeys:
     def down_topic(self) -> str:
         """Driver -> workers (fan-out: each worker subscribes with its own private group)."""
         return f"fml-{self.run}-dn"
+
+    @property
+    def active(self) -> str:
+        """Marker the driver keeps while the run goes on, deleted when it ends."""
+        return f"{self.prefix}/active"
 
     def claim(self, slot: int, gen: int) -> str:
         """Write-once marker of invocation (slot, gen)."""

@@ -3,7 +3,9 @@
 A worker invocation is identified by ``(slot, gen)``. Its life:
 
 1. :meth:`SyncWorker.claim` writes ``claims/<slot>-<gen>`` with ``if_absent``: a duplicate
-   invocation (platforms re-invoke; executors retry) finds it taken and must exit at once.
+   invocation (platforms re-invoke; executors retry) finds it taken and must exit at once. One
+   that starts after the run ended (the claims are deleted with the run) then finds the run's
+   ``active`` marker gone: it withdraws its claim and exits (:meth:`SyncWorker.run_active`).
 2. :meth:`SyncWorker.join` subscribes to the decision topic *first* (its own private group), then
    loads the newest checkpoint and replays the stored decisions after it. Every decision published
    after the subscription arrives on the topic; every earlier one is in the stored log, because
@@ -99,6 +101,22 @@ class SyncWorker:
         except AlreadyExistsError:
             return False
         return True
+
+    def run_active(self) -> bool:
+        """Whether the run is still going on (the driver deletes its marker when it ends)."""
+        try:
+            self.storage.head(self.keys.active)
+        except NotFoundError:
+            return False
+        return True
+
+    def withdraw(self) -> None:
+        """Delete this invocation's claim: it started after the run ended and must leave no
+        object behind (the run's clean-up may already have listed the prefix)."""
+        try:
+            self.storage.delete(self.keys.claim(self.slot, self.gen))
+        except NotFoundError:
+            pass
 
     def join(self) -> None:
         """Subscribe to decisions, then load the newest checkpoint and replay the log after it."""

@@ -82,10 +82,10 @@ def test_duplicate_invocations_are_dropped(cloud: faasml.Cloud, odd_even: Any) -
         workers=1,
         sync="bsp",
         batch_size=64,
-        epochs=3,
+        epochs=6,
         learning_rate=0.05,
         update_dtype="float64",
-        generation_seconds=0.03,
+        generation_seconds=0.02,  # several generations, each of them duplicated
         progress=False,
     )
     plain = SparseLogisticRegression(**params).fit(X_tr, y_tr, cloud=cloud)
@@ -95,11 +95,45 @@ def test_duplicate_invocations_are_dropped(cloud: faasml.Cloud, odd_even: Any) -
     firsts = [w["result"] for w in dup.run_info_["workers"] if w["result"] is not None]
     seconds = [f.result(timeout=30) for f in dup.duplicates]
     assert len(seconds) == len(dup.run_info_["workers"]) >= 2
-    # of each pair exactly one invocation trained; the other exited at once
-    statuses = sorted(r["status"] for r in firsts + seconds)
-    assert statuses.count("duplicate") == len(seconds)
-    assert all(r["steps"] == 0 for r in firsts + seconds if r["status"] == "duplicate")
+    # of each pair at most one invocation trained; the other exited at once: as a duplicate,
+    # or, if it only started after the run ended, as "gone", withdrawing its claim (both do that
+    # when the generation was launched just as training finished)
+    pairs: dict[int, list[dict[str, Any]]] = {}
+    for r in firsts + seconds:
+        pairs.setdefault(r["gen"], []).append(r)
+    idle = ("duplicate", "gone")
+    for gen, pair in pairs.items():
+        assert len(pair) == 2, (gen, pair)
+        assert sum(r["status"] not in idle for r in pair) <= 1, pair
+        assert all(r["steps"] == 0 for r in pair if r["status"] in idle), pair
+    assert sum(r["status"] == "duplicate" for r in firsts + seconds) >= len(pairs) - 1
     np.testing.assert_array_equal(dup.coef_, plain.coef_)  # the same model, bit for bit
+    assert list(cloud.storage.list(f"train/{dup.run_info_['run']}/")) == []  # nothing left
+
+
+class RecordingLR(SparseLogisticRegression):
+    """Keeps the spec of every worker it launches."""
+
+    specs: list[Any]
+
+    def _launch_worker(self, cloud: faasml.Cloud, spec: Any) -> cf.Future[Any]:
+        self.specs.append(spec)
+        return super()._launch_worker(cloud, spec)
+
+
+def test_an_invocation_starting_after_the_run_leaves_nothing(
+    cloud: faasml.Cloud, odd_even: Any
+) -> None:
+    X_tr, y_tr, _, _ = odd_even
+    model = RecordingLR(workers=1, batch_size=128, epochs=1, progress=False)
+    model.specs = []
+    model.fit(X_tr, y_tr, cloud=cloud)
+    prefix = f"train/{model.run_info_['run']}/"
+    assert list(cloud.storage.list(prefix)) == []
+    # a platform redelivers the last invocation long after training ended
+    late = cloud.submit(run_worker, model.specs[-1]).result(timeout=30)
+    assert late["status"] == "gone" and late["steps"] == 0
+    assert list(cloud.storage.list(prefix)) == []  # its claim was withdrawn
 
 
 def test_ssp_respects_the_staleness_bound(cloud: faasml.Cloud, odd_even: Any) -> None:
