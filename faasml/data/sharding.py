@@ -245,7 +245,7 @@ def upload_dataset(
     batch_size: int = 1024,
     test_fraction: float = 0.0,
     test: tuple[Matrix | sp.spmatrix | npt.ArrayLike, npt.ArrayLike] | None = None,
-    compression: Compression = "zlib",
+    compression: Compression | Literal["auto"] = "auto",
     max_workers: int = 4,
 ) -> StoredDataset:
     """Split ``(X, y)`` into minibatch objects under ``datasets/<name>/`` and write its manifest.
@@ -261,7 +261,10 @@ def upload_dataset(
     :param test_fraction: fraction of rows, taken from the end, to hold out as the test split;
         ``floor(n * (1 - test_fraction))`` rows are kept for training.
     :param test: an explicit test split ``(X_test, y_test)`` instead of ``test_fraction``.
-    :param compression: ``"zlib"`` or ``None``.
+    :param compression: ``"zlib"``, ``None``, or ``"auto"``: none for stores on this host
+        (:attr:`~faasml.interfaces.ObjectStore.same_host`: memory, file), where inflating costs
+        readers far more (0.38 vs 0.07 ms for a 2048-row flights batch) than the bytes saved,
+        zlib elsewhere.
     :param max_workers: threads encoding and uploading batches at once (I/O bound on clouds).
     :returns: the :class:`StoredDataset` just written.
     :raises ConfigurationError: bad ``batch_size``, ``test_fraction``, ``compression`` or
@@ -275,8 +278,12 @@ def upload_dataset(
         raise ConfigurationError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if test is not None and test_fraction:
         raise ConfigurationError("pass either test_fraction or test=(X_test, y_test), not both")
+    if compression == "auto":
+        compression = None if getattr(store, "same_host", False) else "zlib"
     if compression not in ("zlib", None):
-        raise ConfigurationError(f"compression must be 'zlib' or None, got {compression!r}")
+        raise ConfigurationError(
+            f"compression must be 'zlib', None or 'auto', got {compression!r}"
+        )
     if max_workers < 1:
         raise ConfigurationError(f"max_workers must be >= 1, got {max_workers}")
     X_all, y_all = check_xy(X, y)

@@ -175,7 +175,7 @@ def test_upload_layout_manifest_and_ranges(store: MemoryObjectStore) -> None:
         "x_dtype": "float64",
         "y_dtype": "int64",
         "sparse": True,
-        "compression": "zlib",
+        "compression": None,  # "auto" on a same-host store: inflating costs more than copying
     }
     reopened = StoredDataset.open(store, "demo")
     Xb, yb = reopened.read_batch(2)
@@ -184,6 +184,33 @@ def test_upload_layout_manifest_and_ranges(store: MemoryObjectStore) -> None:
     Xt, yt = reopened.to_arrays(reopened.train_ids)
     assert (Xt != X[:2000]).nnz == 0
     np.testing.assert_array_equal(yt, y[:2000])
+
+
+class RemoteLikeStore(MemoryObjectStore):
+    """A memory store that reports itself as remote, as a cloud store does."""
+
+    same_host = False
+
+
+@pytest.mark.parametrize(
+    ("store_class", "compression", "expected"),
+    [
+        (MemoryObjectStore, "auto", None),
+        (RemoteLikeStore, "auto", "zlib"),
+        (MemoryObjectStore, "zlib", "zlib"),
+        (RemoteLikeStore, None, None),
+    ],
+)
+def test_upload_compresses_only_for_remote_stores_by_default(
+    store_class: type[MemoryObjectStore], compression: str | None, expected: str | None
+) -> None:
+    store = store_class()
+    X, y = csr(300, 40), np.zeros(300)
+    ds = upload_dataset(store, X, y, name="c", batch_size=100, compression=compression)  # type: ignore[arg-type]
+    assert ds.compression == expected
+    Xb, _ = ds.read_batch(1)
+    assert (Xb != X[100:200]).nnz == 0
+    store.close()
 
 
 def test_upload_last_batch_of_each_split_is_smaller(store: MemoryObjectStore) -> None:
