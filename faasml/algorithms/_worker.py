@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from faasml._rows import add_rows, take_rows
 from faasml.algorithms.base import Objective, Workspace, sparse_gradient
 from faasml.algorithms.optim import make_optimizer
 from faasml.data import BatchIterator, StoredDataset
@@ -170,13 +171,13 @@ class _RoundDelta:
 
     def add(self, rows: npt.NDArray[np.int64], delta: npt.NDArray[np.float64]) -> None:
         """Add one local step's update of ``rows``."""
-        self.values[rows] += delta
+        add_rows(self.values, rows, delta)
         self.touched[rows] = True
 
     def take(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """Return ``(rows, summed updates)`` of the round and reset to zero."""
         rows = np.flatnonzero(self.touched).astype(np.int64)
-        delta = self.values[rows]
+        delta = take_rows(self.values, rows)
         self.values[rows] = 0.0
         self.touched[rows] = False
         return rows, delta

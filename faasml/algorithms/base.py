@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from faasml._rows import add_rows, take_rows
 from faasml.algorithms.optim import OPTIMIZERS, SCHEDULES
 from faasml.data import StoredDataset, check_xy, upload_dataset
 from faasml.data.formats import Matrix
@@ -148,20 +149,20 @@ def sparse_gradient(
     ws.mask[cols] = False
     ws.pos[cols] = np.arange(cols.size)
     local = sp.csr_matrix((X.data, ws.pos[indices], X.indptr), shape=(B, cols.size))
-    W_touched = W[cols]
+    W_touched = take_rows(W, cols)
     bias = W[n_features]
     if overlay:
         if ws.extra is None or ws.extra.shape != W.shape:
             ws.extra = np.zeros(W.shape, dtype=np.float64)
         extra = ws.extra
         for rows_o, values_o in overlay:
-            extra[rows_o] += values_o
-        W_touched = W_touched + extra[cols]
+            add_rows(extra, rows_o, values_o)
+        W_touched = W_touched + take_rows(extra, cols)
         bias = bias + extra[n_features]
         for rows_o, _ in overlay:
             extra[rows_o] = 0.0
     if offset is not None:
-        W_touched = W_touched + offset[cols]
+        W_touched = W_touched + take_rows(offset, cols)
         bias = bias + offset[n_features]
     Z = local @ W_touched + bias
     loss, R = objective.loss_and_residual(np.asarray(Z, dtype=np.float64), y)

@@ -34,6 +34,7 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from faasml._rows import put_rows, take_rows
 from faasml.errors import ConfigurationError
 
 __all__ = [
@@ -228,8 +229,8 @@ class Momentum(Optimizer):
 
     def _step(self, rows: IntArray, grad: FloatArray, lr: float) -> FloatArray:
         vel = self.state["velocity"]
-        v = self.momentum * vel[rows] + grad
-        vel[rows] = v
+        v = self.momentum * take_rows(vel, rows) + grad
+        put_rows(vel, rows, v)
         if self.nesterov:
             return -lr * (grad + self.momentum * v)
         return -lr * v
@@ -257,8 +258,8 @@ class AdaGrad(Optimizer):
 
     def _step(self, rows: IntArray, grad: FloatArray, lr: float) -> FloatArray:
         acc = self.state["sum_sq"]
-        h = acc[rows] + grad * grad
-        acc[rows] = h
+        h = take_rows(acc, rows) + grad * grad
+        put_rows(acc, rows, h)
         return -lr * grad / (np.sqrt(h) + self.eps)
 
 
@@ -301,12 +302,12 @@ class Adam(Optimizer):
     def _step(self, rows: IntArray, grad: FloatArray, lr: float) -> FloatArray:
         m_all, v_all, count = self.state["m"], self.state["v"], self.state["count"]
         b1, b2 = self.beta1, self.beta2
-        m = b1 * m_all[rows] + (1.0 - b1) * grad
-        v = b2 * v_all[rows] + (1.0 - b2) * (grad * grad)
-        k = count[rows] + 1.0
-        m_all[rows] = m
-        v_all[rows] = v
-        count[rows] = k
+        m = b1 * take_rows(m_all, rows) + (1.0 - b1) * grad
+        v = b2 * take_rows(v_all, rows) + (1.0 - b2) * (grad * grad)
+        k = take_rows(count, rows) + 1.0
+        put_rows(m_all, rows, m)
+        put_rows(v_all, rows, v)
+        put_rows(count, rows, k)
         m_hat = m / (1.0 - b1**k)
         v_hat = v / (1.0 - b2**k)
         return -lr * m_hat / (np.sqrt(v_hat) + self.eps)

@@ -281,9 +281,7 @@ def upload_dataset(
     if compression == "auto":
         compression = None if getattr(store, "same_host", False) else "zlib"
     if compression not in ("zlib", None):
-        raise ConfigurationError(
-            f"compression must be 'zlib', None or 'auto', got {compression!r}"
-        )
+        raise ConfigurationError(f"compression must be 'zlib', None or 'auto', got {compression!r}")
     if max_workers < 1:
         raise ConfigurationError(f"max_workers must be >= 1, got {max_workers}")
     X_all, y_all = check_xy(X, y)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from faasml._rows import take_rows
 from faasml.errors import DataFormatError, FaaSMLError, NotFoundError
 from faasml.interfaces import ObjectStore, PubSub, Subscription
 from faasml.sync.coordinator import StepCoordinator
@@ -166,7 +167,7 @@ class SyncDriver:
         """
         if self.average is not None:
             return self.average.value(rows)
-        return self.replica.W.copy() if rows is None else self.replica.W[rows]
+        return self.replica.W.copy() if rows is None else take_rows(self.replica.W, rows)
 
     def live_workers(self) -> int:
         """Members currently launched or active."""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from faasml._rows import add_rows, take_rows
 from faasml.errors import DataFormatError, NotFoundError
 from faasml.interfaces import ObjectStore
 from faasml.sync.codec import decode_arrays, decode_delta, encode_arrays
@@ -146,7 +147,7 @@ class Replica:
                 touches[rows] += 1.0
         for rows, values in present:
             change = values if touches is None else values / touches[rows][:, None]
-            self.W[rows] += change
+            add_rows(self.W, rows, change)
             if on_change is not None:
                 on_change(rows, change)
         if touches is not None:
@@ -282,7 +283,7 @@ class RunningAverage:
         """Account for ``change`` just added to the weights of ``rows`` by the current decision."""
         if self.keep == 0.0:
             return  # a window of one decision: the average is the current weights
-        self._gap[rows] -= change / self._scale
+        add_rows(self._gap, rows, change * (-1.0 / self._scale))
 
     def advance(self) -> None:
         """Count one more decision (call after applying it)."""
@@ -298,12 +299,12 @@ class RunningAverage:
 
         :param rows: only these rows (e.g. the features a test set uses); ``None``: all.
         """
-        W = self.replica.W if rows is None else self.replica.W[rows]
+        W = self.replica.W if rows is None else take_rows(self.replica.W, rows)
         if self.k == 0:
             return W.copy()
         if self.keep == 0.0:
             return W.copy()
-        gap = self._gap if rows is None else self._gap[rows]
+        gap = self._gap if rows is None else take_rows(self._gap, rows)
         current = W + self._scale * gap
         current /= 1.0 - self._decay
         return current
