@@ -135,7 +135,20 @@ class Announcement:
 
     def encode(self) -> bytes:
         """JSON bytes."""
-        return json.dumps(asdict(self)).encode()
+        # spelled out: dataclasses.asdict deep-copies every field, a third of the message's cost
+        return json.dumps(
+            {
+                "slot": self.slot,
+                "gen": self.gen,
+                "t": self.t,
+                "key": self.key,
+                "n": self.n,
+                "base": self.base,
+                "loss": self.loss,
+                "rows": self.rows,
+                "type": self.type,
+            }
+        ).encode()
 
 
 @dataclass(frozen=True)

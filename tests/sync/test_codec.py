@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
@@ -120,6 +123,8 @@ def test_array_frame_refuses_objects_and_garbage() -> None:
 def test_messages_round_trip() -> None:
     ann = Announcement(1, 2, 30, "k/30", n=64, base=29, loss=0.5, rows=12)
     assert decode_message(ann.encode()) == ann
+    # the hand-written encoder carries every field of the dataclass
+    assert json.loads(ann.encode()) == dataclasses.asdict(ann)
     leave = Leave(1, 2, 31, "budget")
     assert decode_message(leave.encode()) == leave
     dec = Decision(
