@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     rows += [
         ("fit wall time", f"{fit_seconds:.2f} s"),
         ("epochs", f"{last.get('epoch', 0.0):.2f}"),
-        ("steps", f"{last.get('step', 0)}"),
+        ("sync rounds", f"{last.get('step', 0)} ({model.local_steps} minibatch steps each)"),
         ("samples/s", f"{last.get('samples_per_s', 0.0):,.0f}"),
     ]
     width = max(len(name) for name, _ in rows)

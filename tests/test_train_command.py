@@ -84,6 +84,7 @@ def test_sparse_lr_on_a_libsvm_file_with_held_out_fraction(
     assert code == 0
     out = capsys.readouterr().out
     assert "held-out AUC" in out
+    assert "(2 minibatch steps each)" in out
     accuracy = float(next(line for line in out.splitlines() if "accuracy" in line).split()[-1])
     assert accuracy > 0.8
 
