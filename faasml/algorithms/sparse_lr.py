@@ -115,8 +115,9 @@ class SparseLogisticRegression(LinearEstimator):
 
     Fitted attributes: ``coef_`` (1, n_features), ``intercept_`` (1,), ``classes_`` (the two
     label values, the second being the positive class), ``n_features_in_``, ``history_`` (list of
-    dicts: ``time``, ``step`` (the synchronization round), ``epoch``, ``train_loss``, ``test_loss``, ``loss``, ``samples``,
-    ``samples_per_s``, ``workers``), ``decisions_`` (the driver's step decisions),
+    dicts: ``time``, ``step`` (the synchronization round), ``epoch``, ``train_loss``,
+    ``test_loss``, ``loss``, ``samples``, ``samples_per_s``, ``workers``), ``decisions_`` (the
+    driver's round decisions),
     ``run_info_`` (timings and what happened to every worker invocation) and ``n_iter_``
     (epochs done).
 
