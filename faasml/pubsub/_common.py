@@ -4,6 +4,7 @@
 * :func:`encode_body` and :func:`decode_body`: bytes as the text bodies of SNS/SQS, MNS and SMN,
   standard base64, with the empty payload as ``"="`` (those services refuse empty messages, and
   no base64 encoding of data is a lone ``=``);
+* :func:`own_receipts`: the messages of a batch that one subscription can settle together;
 * :func:`name_digest`: the hash that keeps names apart once they were shortened or rewritten to
   fit a service's naming rules (SQS queues, MNS topics and queues).
 """
@@ -13,8 +14,19 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["EMPTY_BODY", "decode_body", "encode_body", "message_bytes", "name_digest"]
+from faasml.interfaces import Message
+
+__all__ = [
+    "EMPTY_BODY",
+    "decode_body",
+    "encode_body",
+    "message_bytes",
+    "name_digest",
+    "own_receipts",
+]
 
 #: the body that carries the empty payload.
 EMPTY_BODY = "="
@@ -59,3 +71,22 @@ def name_digest(*names: str, length: int) -> str:
     ``("ab", "c")`` apart.
     """
     return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()[:length]
+
+
+def own_receipts(messages: Iterable[Message], owner: object) -> list[tuple[Message, Any]]:
+    """Split a batch for :meth:`~faasml.interfaces.Subscription.ack_many`.
+
+    Backends that settle batches give each message the receipt ``(owner, handle)``. Returns
+    ``(message, handle)`` for the un-acked messages ``owner`` delivered, in order; every other
+    un-acked message is acked on its own here.
+    """
+    mine: list[tuple[Message, Any]] = []
+    for message in messages:
+        if message.acked:
+            continue
+        receipt = message.receipt
+        if isinstance(receipt, tuple) and len(receipt) == 2 and receipt[0] is owner:
+            mine.append((message, receipt[1]))
+        else:
+            message.ack()
+    return mine

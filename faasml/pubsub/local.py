@@ -46,7 +46,7 @@ import psutil
 
 from faasml.errors import ConfigurationError, PayloadTooLargeError
 from faasml.interfaces import Message, PubSub, Subscription, validate_topic
-from faasml.pubsub._common import message_bytes
+from faasml.pubsub._common import message_bytes, own_receipts
 
 __all__ = ["LocalPubSub", "LocalSubscription"]
 
@@ -513,7 +513,7 @@ class LocalPubSub(PubSub):
                 ack=partial(self._ack, msg_id, token),
                 nack=partial(self._nack, topic, msg_id, token),
                 touch=partial(self._touch, msg_id, token, visibility_timeout),
-                receipt=(self, msg_id, token),
+                receipt=(self, (msg_id, token)),
             )
             for msg_id, data, deliveries in rows
         ], None
@@ -797,23 +797,10 @@ class LocalSubscription(Subscription):
 
     def ack_many(self, messages: Iterable[Message]) -> None:
         """Acknowledge several messages in one transaction (others' messages one by one)."""
-        receipts: list[tuple[int, int]] = []
-        mine: list[Message] = []
-        for message in messages:
-            receipt = message.receipt
-            if message.acked:
-                continue
-            if isinstance(receipt, tuple) and len(receipt) == 3 and receipt[0] is self._pubsub:
-                receipts.append((receipt[1], receipt[2]))
-                mine.append(message)
-            else:
-                message.ack()
-        if len(receipts) == 1:
-            mine[0].ack()
-            return
-        if receipts:
-            self._pubsub._ack_many(receipts)
-            for message in mine:
+        mine = own_receipts(messages, self._pubsub)
+        if mine:
+            self._pubsub._ack_many([handle for _, handle in mine])
+            for message, _ in mine:
                 message.acked = True
 
     def _wait(self, seconds: float) -> None:

@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 
 from faasml.errors import ConfigurationError, NotFoundError, PayloadTooLargeError
 from faasml.interfaces import Message, PubSub, Subscription, validate_topic
+from faasml.pubsub._common import own_receipts
 from faasml.storage.redis import RedisConnection, command, redact_url, redis_config
 
 __all__ = ["RedisPubSub", "RedisSubscription"]
@@ -500,7 +501,7 @@ class RedisSubscription(Subscription):
             ack=lambda: self._settle(mid, deliveries, "ack", lease),
             nack=lambda: self._settle(mid, deliveries, "nack", lease),
             touch=lambda: self._settle(mid, deliveries, "touch", lease),
-            receipt=(self, mid, lease),
+            receipt=(self, (mid, lease)),
         )
 
     def ack_many(self, messages: Iterable[Message]) -> None:
@@ -509,20 +510,12 @@ class RedisSubscription(Subscription):
         A message whose lease may have run out goes through the checked, one-by-one path.
         """
         now = time.monotonic()
-        ids: list[str] = []
         batch: list[Message] = []
-        for message in messages:
-            if message.acked:
-                continue
-            receipt = message.receipt
-            if (
-                isinstance(receipt, tuple)
-                and len(receipt) == 3
-                and receipt[0] is self
-                and now < receipt[2][0]
-            ):
-                ids.append(receipt[1])
+        ids: list[str] = []
+        for message, (mid, lease) in own_receipts(messages, self):
+            if now < lease[0]:
                 batch.append(message)
+                ids.append(mid)
             else:
                 message.ack()
         if not ids:

@@ -213,6 +213,12 @@ def test_upload_compresses_only_for_remote_stores_by_default(
     store.close()
 
 
+def test_upload_refuses_an_unknown_compression(store: MemoryObjectStore) -> None:
+    with pytest.raises(ConfigurationError, match="'zlib', None or 'auto'"):
+        upload_dataset(store, np.eye(3), np.zeros(3), name="z", compression="lz4")  # type: ignore[arg-type]
+    assert list(store.list("datasets/z/")) == []
+
+
 def test_upload_last_batch_of_each_split_is_smaller(store: MemoryObjectStore) -> None:
     X = np.arange(46, dtype=np.float64).reshape(23, 2)
     y = np.arange(23.0)
