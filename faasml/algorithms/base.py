@@ -62,9 +62,11 @@ __all__ = [
     "LinearEstimator",
     "Objective",
     "Workspace",
+    "is_numeric",
     "lazy_l2_scale",
     "scores",
     "sparse_gradient",
+    "unique_labels",
 ]
 
 log = logging.getLogger("faasml.algorithms")
@@ -256,6 +258,25 @@ def _restrict(X: Matrix, n_features: int) -> tuple[IntArray | None, Matrix]:
     return np.append(cols, n_features).astype(np.int64), local
 
 
+def unique_labels(labels: npt.NDArray[Any], source: str) -> npt.NDArray[Any]:
+    """Sorted distinct labels; class names must be of one comparable type (not ``1`` and ``"a"``).
+
+    :raises DataFormatError: the labels cannot be sorted.
+    """
+    try:
+        return np.unique(np.asarray(labels))
+    except TypeError:
+        kinds = sorted({type(v).__name__ for v in np.asarray(labels).tolist()})
+        raise DataFormatError(
+            f"{source}: labels mix types that do not compare ({', '.join(kinds)}); use one type"
+        ) from None
+
+
+def is_numeric(labels: npt.NDArray[Any]) -> bool:
+    """Whether labels are numbers (or booleans) rather than class names."""
+    return np.asarray(labels).dtype.kind in "biuf"
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -299,6 +320,25 @@ class LinearEstimator(abc.ABC):
     shuffle: bool
     progress: bool | None
     fault_rate: float
+
+    # scikit-learn's model selection (cross_val_score, GridSearchCV) asks what kind of estimator
+    # this is; older releases read the attribute, newer ones call __sklearn_tags__
+    _estimator_type: ClassVar[str] = "classifier"
+
+    def __sklearn_tags__(self) -> Any:
+        """Estimator tags for scikit-learn >= 1.6 (imported lazily: scikit-learn is optional)."""
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(multi_class=self._multi_class),
+            input_tags=InputTags(sparse=True),
+            non_deterministic=True,  # asynchronous workers: runs may differ in the last digits
+        )
+
+    #: whether the estimator handles more than two classes.
+    _multi_class: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ params
 
@@ -500,13 +540,13 @@ class LinearEstimator(abc.ABC):
             n_features = X.n_features
             prepared = _Prepared(X, None, None, None, None, n_features, X.n_train_rows)
         else:
-            Xv, yv = check_xy(X, y)
-            self._learn_labels(np.unique(yv), "y")
+            Xv, yv = check_xy(X, y, numeric_labels=False)
+            self._learn_labels(unique_labels(yv, "y"), "y")
             y_enc = self._encode(yv, "y")
             n_features = Xv.shape[1]
             prepared = _Prepared(None, Xv, y_enc, None, None, n_features, Xv.shape[0])
         if X_test is not None:
-            Xt, yt_raw = check_xy(X_test, y_test)
+            Xt, yt_raw = check_xy(X_test, y_test, numeric_labels=False)
             if Xt.shape[1] != n_features:
                 raise DataFormatError(
                     f"X_test has {Xt.shape[1]} features but the training data has {n_features}"

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from faasml.algorithms.base import LOCAL_STEPS_DEFAULT, FloatArray, LinearEstimator, Objective
+from faasml.algorithms.base import (
+    LOCAL_STEPS_DEFAULT,
+    FloatArray,
+    LinearEstimator,
+    Objective,
+    is_numeric,
+    unique_labels,
+)
 from faasml.errors import ConfigurationError, DataFormatError
 
 __all__ = ["Multinomial", "SoftmaxRegression", "log_softmax"]
@@ -86,16 +93,22 @@ class Multinomial(Objective):
 
 
 class SoftmaxRegression(LinearEstimator):
-    """Multinomial logistic regression for labels ``0..K-1``, trained on FaaS workers.
+    """Multinomial logistic regression, trained on FaaS workers.
+
+    Labels are either integer class indices ``0..K-1`` (then ``classes_`` is ``0..K-1``, even
+    for classes absent from the training sample when ``n_classes`` says so) or class names of
+    any other type, e.g. strings (then ``classes_`` is their sorted set, as in scikit-learn).
 
     Same training machinery and parameters as
     :class:`~faasml.algorithms.SparseLogisticRegression` (see there; the defaults differ where
     tuning on the 4-class flights task said so: ``epochs=14``, ``learning_rate=0.5``), plus:
 
-    :param n_classes: number of classes ``K`` (``None``: the largest training label + 1).
+    :param n_classes: number of classes ``K`` for integer labels (``None``: the largest
+        training label + 1); with class names it must be ``None`` or their number.
 
-    Fitted attributes: ``coef_`` (K, n_features), ``intercept_`` (K,), ``classes_``
-    (``0..K-1``) and the same ``history_``, ``decisions_``, ``run_info_``, ``n_iter_``.
+    Fitted attributes: ``coef_`` (K, n_features), ``intercept_`` (K,), ``classes_`` (the
+    order of the ``predict_proba`` columns) and the same ``history_``, ``decisions_``,
+    ``run_info_``, ``n_iter_``.
 
     :raises ConfigurationError: a hyperparameter is out of range (at construction).
     """
@@ -160,6 +173,8 @@ class SoftmaxRegression(LinearEstimator):
         self.fault_rate = fault_rate
         self._validate_params()
 
+    _multi_class = True
+
     def _validate_extra_params(self) -> None:
         k = self.n_classes
         if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2):
@@ -171,14 +186,25 @@ class SoftmaxRegression(LinearEstimator):
         return Multinomial(len(self.classes_))
 
     def _learn_labels(self, labels: npt.NDArray[Any], source: str) -> None:
-        values = np.unique(np.asarray(labels))
-        if values.dtype.kind not in "biuf":
-            raise DataFormatError(f"{source}: labels must be numbers, found dtype {values.dtype}")
+        values = unique_labels(labels, source)
+        if not is_numeric(values):
+            # class names: classes_ is their sorted set, as in scikit-learn
+            k = len(values)
+            if self.n_classes is not None and self.n_classes != k:
+                raise DataFormatError(
+                    f"{source}: n_classes={self.n_classes} but the labels name {k} classes "
+                    f"{values[:10].tolist()}; n_classes only applies to integer class indices"
+                )
+            if k < 2:
+                raise DataFormatError(f"{source}: softmax regression needs at least 2 classes")
+            self.classes_ = values
+            return
         as_float = values.astype(np.float64)
         bad = as_float[(as_float < 0) | (as_float != np.round(as_float))]
         if bad.size:
             raise DataFormatError(
-                f"{source}: softmax labels must be class indices 0..K-1, found {bad[:5].tolist()}"
+                f"{source}: softmax labels must be class indices 0..K-1 (or class names such as "
+                f"strings), found {bad[:5].tolist()}"
             )
         top = int(as_float.max())
         k = self.n_classes if self.n_classes is not None else top + 1
@@ -192,10 +218,19 @@ class SoftmaxRegression(LinearEstimator):
 
     def _encode(self, y: npt.NDArray[Any], source: str) -> npt.NDArray[Any]:
         yv = np.asarray(y)
+        classes = np.asarray(self.classes_)
+        if not is_numeric(classes):
+            known = np.isin(yv, classes)
+            if not known.all():
+                raise DataFormatError(
+                    f"{source}: labels {yv[~known][:5].tolist()} are not among the classes "
+                    f"{classes[:10].tolist()}"
+                )
+            return np.searchsorted(classes, yv).astype(np.int64)
         if yv.dtype.kind not in "biuf":
             raise DataFormatError(f"{source}: labels must be numbers, found dtype {yv.dtype}")
         as_float = yv.astype(np.float64)
-        k = len(self.classes_)
+        k = len(classes)
         bad = (as_float < 0) | (as_float >= k) | (as_float != np.round(as_float))
         if bad.any():
             raise DataFormatError(

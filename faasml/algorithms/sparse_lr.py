@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from faasml.algorithms.base import LOCAL_STEPS_DEFAULT, FloatArray, LinearEstimator, Objective
+from faasml.algorithms.base import (
+    LOCAL_STEPS_DEFAULT,
+    FloatArray,
+    LinearEstimator,
+    Objective,
+    is_numeric,
+    unique_labels,
+)
 from faasml.errors import DataFormatError
 
 __all__ = ["BinaryLogistic", "SparseLogisticRegression", "sigmoid"]
@@ -59,6 +66,10 @@ class SparseLogisticRegression(LinearEstimator):
     the coordinates the minibatch touches, turns it into a sparse delta with its optimizer and
     broadcasts it through the object store and PubSub; the driver (this process) decides each
     step's set of deltas, evaluates the held-out loss and checkpoints the model.
+
+    Labels are 0/1, -1/1 or booleans, or two class names of any other type (e.g. ``"no"`` /
+    ``"yes"``: sorted, the second is the positive class). The estimator works with
+    scikit-learn's model selection (``clone``, ``cross_val_score``, ``GridSearchCV``).
 
     :param workers: number of function workers (slots) training at once.
     :param epochs: passes over the training set (fractional values allowed); training stops
@@ -186,9 +197,16 @@ class SparseLogisticRegression(LinearEstimator):
         return BinaryLogistic()
 
     def _learn_labels(self, labels: npt.NDArray[Any], source: str) -> None:
-        values = np.unique(labels)
-        if values.dtype.kind not in "biuf":
-            raise DataFormatError(f"{source}: labels must be numbers, found dtype {values.dtype}")
+        values = unique_labels(labels, source)
+        if not is_numeric(values):
+            # class names ("no"/"yes"): sorted, the second is the positive class
+            if len(values) != 2:
+                raise DataFormatError(
+                    f"{source}: logistic regression needs exactly 2 classes, found {len(values)}: "
+                    f"{values[:10].tolist()}; use SoftmaxRegression for more than two classes"
+                )
+            self.classes_ = values
+            return
         as_set = {float(v) for v in values}
         if len(as_set) < 2:
             raise DataFormatError(
@@ -197,8 +215,8 @@ class SparseLogisticRegression(LinearEstimator):
             )
         if not (as_set <= {0.0, 1.0} or as_set <= {-1.0, 1.0}):
             raise DataFormatError(
-                f"{source}: binary labels must be 0/1 (or -1/1), found {sorted(as_set)[:10]}; "
-                "use SoftmaxRegression for more than two classes"
+                f"{source}: binary labels must be 0/1 (or -1/1, or two class names), found "
+                f"{sorted(as_set)[:10]}; use SoftmaxRegression for more than two classes"
             )
         self.classes_ = values
 
@@ -215,7 +233,9 @@ class SparseLogisticRegression(LinearEstimator):
         return encoded
 
     def _worker_label(self) -> float | None:
-        return float(np.asarray(self.classes_)[1])
+        # class names are encoded to 0/1 before upload; stored numeric labels are mapped by value
+        classes = np.asarray(self.classes_)
+        return float(classes[1]) if is_numeric(classes) else 1.0
 
     def _set_coefficients(self, W: FloatArray) -> None:
         self.coef_ = W[:-1, 0].reshape(1, -1).copy()

@@ -701,12 +701,18 @@ def _check_lengths(n_rows: int, y: np.ndarray) -> None:
 
 
 def check_xy(
-    X: Matrix | sp.spmatrix | npt.ArrayLike, y: npt.ArrayLike, *, allow_nan: bool = False
+    X: Matrix | sp.spmatrix | npt.ArrayLike,
+    y: npt.ArrayLike,
+    *,
+    allow_nan: bool = False,
+    numeric_labels: bool = True,
 ) -> tuple[Matrix, np.ndarray]:
     """Validate a training set and return it as ``(CSR or 2-D float ndarray, 1-D ndarray)``.
 
     NaN and infinite features are refused rather than silently imputed: the caller imputes first
     (or passes ``allow_nan=True`` for a model that handles them). Labels must always be finite.
+    ``numeric_labels=False`` also admits class names (strings or other objects), which a
+    classifier maps to indices itself; stored datasets hold numbers only.
 
     :raises DataFormatError: ``X`` is not 2-D or not numeric, ``y`` is not 1-D, their lengths
         differ (``"X has 10 rows but y has 9 labels"``), the dataset is empty, or a feature or label
@@ -748,8 +754,11 @@ def check_xy(
     if np.issubdtype(yv.dtype, np.floating) and not np.isfinite(yv).all():
         r = int(np.flatnonzero(~np.isfinite(yv))[0])
         raise DataFormatError(f"y has a NaN or infinite label at row {r}")
-    if not (np.issubdtype(yv.dtype, np.number) or yv.dtype == np.bool_):
+    if numeric_labels and not (np.issubdtype(yv.dtype, np.number) or yv.dtype == np.bool_):
         raise DataFormatError(f"y must hold numbers, found dtype {yv.dtype}")
+    if yv.dtype == object and any(v is None for v in yv.tolist()):
+        r = next(i for i, v in enumerate(yv.tolist()) if v is None)
+        raise DataFormatError(f"y has a missing (None) label at row {r}")
     return Xv, yv
 
 

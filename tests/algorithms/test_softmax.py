@@ -162,3 +162,23 @@ def test_test_labels_outside_the_classes() -> None:
 def test_bad_hyperparameters(params: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigurationError, match=match):
         SoftmaxRegression(**params)
+
+
+def test_class_names_as_labels(cloud: faasml.Cloud) -> None:
+    X_tr, y_tr, X_te, y_te = digits()
+    names = np.array([f"digit-{d}" for d in range(10)])
+    model = SoftmaxRegression(
+        workers=2, batch_size=64, epochs=4, learning_rate=0.05, progress=False
+    ).fit(X_tr / 16.0, names[y_tr], cloud=cloud, X_test=X_te / 16.0, y_test=names[y_te])
+    assert model.classes_.tolist() == sorted(names.tolist())
+    assert model.score(X_te / 16.0, names[y_te]) > 0.85
+    # proba columns follow classes_: the argmax column names the prediction
+    proba = model.predict_proba(X_te[:20] / 16.0)
+    assert model.predict(X_te[:20] / 16.0).tolist() == model.classes_[proba.argmax(1)].tolist()
+    assert model.log_loss(X_te / 16.0, names[y_te]) == pytest.approx(
+        model.history_[-1]["test_loss"]
+    )
+    with pytest.raises(DataFormatError, match="not among the classes"):
+        model.log_loss(X_te[:1] / 16.0, np.array(["digit-X"]))
+    with pytest.raises(DataFormatError, match="n_classes only applies"):
+        SoftmaxRegression(n_classes=3, progress=False).fit(np.eye(2), np.array(["a", "b"]))

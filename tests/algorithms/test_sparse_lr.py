@@ -313,7 +313,9 @@ BAD_DATA = [
     (np.array([[0.0, np.inf], [1.0, 0.0]]), np.array([0, 1]), "NaN or infinite"),
     (np.eye(3), np.array([0, 1, 2]), "0/1"),
     (np.eye(3), np.array([1, 1, 1]), "2 classes"),
-    (np.eye(2), np.array(["a", "b"]), "numbers"),
+    (np.eye(3), np.array(["no", "yes", "maybe"]), "exactly 2 classes"),
+    (np.eye(3), np.array([0, "yes", 1], dtype=object), "mix types"),
+    (np.eye(3), np.array(["no", None, "yes"], dtype=object), "missing"),
 ]
 
 
@@ -414,3 +416,33 @@ def test_slots_take_turns_on_one_stream_of_epoch_permutations() -> None:
         ]
         assert stream == expected.tolist()  # every epoch visits every batch exactly once
     assert batch_at(4, n_batches, 5) == np.random.default_rng([4, 0]).permutation(11)[5]
+
+
+def test_class_names_as_labels(cloud: faasml.Cloud, odd_even: Any) -> None:
+    X_tr, y_tr, X_te, y_te = odd_even
+    names = np.array(["even", "odd"])
+    model = SparseLogisticRegression(workers=2, epochs=3, batch_size=100, progress=False)
+    model.fit(X_tr, names[y_tr], cloud=cloud, X_test=X_te, y_test=names[y_te])
+    assert model.classes_.tolist() == ["even", "odd"]
+    assert set(model.predict(X_te)) <= {"even", "odd"}
+    assert model.score(X_te, names[y_te]) > 0.8
+    # the positive class is the second name: column 1 of predict_proba is p("odd")
+    numeric = SparseLogisticRegression(workers=2, epochs=3, batch_size=100, progress=False)
+    numeric.fit(X_tr, y_tr, cloud=cloud)
+    agree = np.mean(model.predict(X_te) == names[numeric.predict(X_te)])
+    assert agree > 0.9
+    assert model.log_loss(X_te, names[y_te]) == pytest.approx(model.history_[-1]["test_loss"])
+    with pytest.raises(DataFormatError, match="not among the classes"):
+        model.log_loss(X_te[:2], np.array(["even", "three"]))
+
+
+def test_scikit_learn_model_selection_accepts_the_estimator(odd_even: Any) -> None:
+    from sklearn.base import clone, is_classifier
+    from sklearn.model_selection import cross_val_score
+
+    X_tr, y_tr, _, _ = odd_even
+    model = SparseLogisticRegression(workers=1, epochs=2, batch_size=100, progress=False)
+    assert is_classifier(model)
+    assert clone(model).get_params() == model.get_params()
+    scores = cross_val_score(model, X_tr[:600], y_tr[:600], cv=2)
+    assert scores.shape == (2,) and scores.min() > 0.7
