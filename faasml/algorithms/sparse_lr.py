@@ -115,7 +115,8 @@ class SparseLogisticRegression(LinearEstimator):
     :param checkpoint_every: steps between model checkpoints in the store.
     :param generation_seconds: a worker invocation hands over to the next generation of its
         slot after this long (``None``: 80% of the function time limit).
-    :param eval_every: steps between held-out evaluations (``None``: about ten per epoch).
+    :param eval_every: sync rounds between held-out evaluations (``None``: about four per
+        epoch, thinned out so that evaluations take at most 3% of the training time).
     :param step_timeout: seconds a worker may stay silent while a step waits for it before it
         is evicted and replaced.
     :param shuffle: shuffle the rows once before sharding them into batch objects.

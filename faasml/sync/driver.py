@@ -83,6 +83,10 @@ class SyncDriver:
     :param launch: starts worker ``(slot, gen)`` at step ``start_t`` and returns its future.
     :param evaluate: builds a history entry given :meth:`weights` (``None``: no evaluations).
     :param eval_every: decisions between two evaluations.
+    :param eval_budget: when set, a scheduled evaluation (other than the final one) is skipped
+        while the evaluations so far took more than this fraction of the elapsed time: on a
+        fast local run they would otherwise compete with the workers for the CPU, while on a
+        cloud, whose steps take far longer, the budget never binds.
     :param checkpoint_every: decisions between two checkpoints (0: never).
     :param max_failures: consecutive failed generations of one slot, without a single
         announcement in between, after which training is aborted with the last error.
@@ -105,6 +109,7 @@ class SyncDriver:
         launch: LaunchFn,
         evaluate: EvaluateFn | None = None,
         eval_every: int = 10,
+        eval_budget: float | None = None,
         checkpoint_every: int = 50,
         max_failures: int = 3,
         poll_timeout: float = 0.02,
@@ -130,6 +135,8 @@ class SyncDriver:
         self._launch_fn = launch
         self._evaluate = evaluate
         self._eval_every = max(1, int(eval_every))
+        self._eval_budget = eval_budget
+        self._eval_seconds = 0.0
         self._checkpoint_every = int(checkpoint_every)
         self._max_failures = max_failures
         self._poll_timeout = poll_timeout
@@ -364,7 +371,7 @@ class SyncDriver:
                         self._interval_loss += loss_n[0] * loss_n[1]
                         self._interval_n += loss_n[1]
                 if self._evaluate is not None and (
-                    decision.stop or decision.d % self._eval_every == 0
+                    decision.stop or (decision.d % self._eval_every == 0 and self._eval_allowed())
                 ):
                     self._record(decision)
                 if decision.stop:
@@ -375,8 +382,14 @@ class SyncDriver:
         except BaseException as exc:  # surfaced by run() in the main thread
             self._updater_error = exc
 
+    def _eval_allowed(self) -> bool:
+        if self._eval_budget is None:
+            return True
+        return self._eval_seconds <= self._eval_budget * self.elapsed()
+
     def _record(self, decision: Decision) -> None:
         assert self._evaluate is not None
+        started = time.monotonic()
         info = {
             "d": decision.d,
             "samples": self.replica.samples,
@@ -387,6 +400,7 @@ class SyncDriver:
         self._interval_loss = 0.0
         self._interval_n = 0
         self.history.append(self._evaluate(self.weights, info))
+        self._eval_seconds += time.monotonic() - started
 
     def _checkpoint(self) -> None:
         self.replica.save_checkpoint()

@@ -123,6 +123,8 @@ def drive(
     checkpoint_every: int = 5,
     aggregation: str = "sum",
     average_window: float | None = None,
+    evaluate: Callable[..., dict[str, Any]] | None = None,
+    eval_budget: float | None = None,
 ) -> tuple[SyncDriver, ToyFleet]:
     keys = RunKeys("train/toy", "toy")
     fleet = ToyFleet(store, pubsub, keys, mode, staleness, stall, aggregation)
@@ -135,8 +137,10 @@ def drive(
         coordinator,
         n_slots=2,
         launch=fleet.launch,
-        evaluate=lambda w, info: {"d": info["d"], "norm": float(np.abs(w(None)).sum())},
+        evaluate=evaluate
+        or (lambda w, info: {"d": info["d"], "norm": float(np.abs(w(None)).sum())}),
         eval_every=3,
+        eval_budget=eval_budget,
         checkpoint_every=checkpoint_every,
         aggregation=aggregation,
         average_window=average_window,
@@ -348,3 +352,24 @@ def test_deltas_are_fetched_in_parallel_from_a_slow_store() -> None:
     np.testing.assert_allclose(replica.W, expected, rtol=1e-12)
     replica.close()
     store.close()
+
+
+def test_eval_budget_thins_out_evaluations_and_keeps_the_final_one(
+    backends: tuple[ObjectStore, PubSub],
+) -> None:
+    store, pubsub = backends
+
+    def slow(weights: Any, info: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(0.05)
+        return {"d": info["d"]}
+
+    driver, _ = drive(store, pubsub, "bsp", samples=600, evaluate=slow, eval_budget=0.05)
+    decisions = driver.coordinator.decisions
+    scheduled = [d.d for d in decisions if d.d % 3 == 0 or d.stop]
+    recorded = [entry["d"] for entry in driver.history]
+    assert recorded[-1] == decisions[-1].d  # the final model is always evaluated
+    assert len(recorded) < len(scheduled)
+    assert set(recorded) <= set(scheduled)
+    # every scheduled evaluation starts only within budget, so the time spent evaluating
+    # exceeds it by at most one evaluation, plus the final one
+    assert 0.05 * len(recorded) <= 0.05 * driver.elapsed() + 2 * 0.05
