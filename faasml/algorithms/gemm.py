@@ -607,9 +607,10 @@ class _Worker:
                 part = self._next_input(run)
             except NotFoundError:
                 # Children are deleted only after this node's output was written, so another
-                # attempt of this very task finished it while we were reading.
-                if self.store.exists(self.spec.out_key(run.node)):
-                    self._publish_parent_if_ready(run.node)
+                # attempt of this very task finished it while we were reading; by now even its
+                # parent may have consumed (and deleted) that output: an ancestor's output
+                # then exists instead.
+                if self._done_already(run.node):
                     raise _Obsolete() from None
                 raise
             t0 = time.monotonic()

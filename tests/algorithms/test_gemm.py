@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,14 @@ import pytest
 import faasml
 from faasml.algorithms import BlockMatrix, gemm
 from faasml.algorithms._dag import Plan, auto_fuse
-from faasml.algorithms.gemm import FaultPlan, GemmReport, _JobSpec, _LeaseKeeper, _Worker
+from faasml.algorithms.gemm import (
+    FaultPlan,
+    GemmReport,
+    _JobSpec,
+    _LeaseKeeper,
+    _Obsolete,
+    _Worker,
+)
 from faasml.errors import NotFoundError
 from faasml.executor import Cloud
 from faasml.pubsub.local import LocalPubSub
@@ -142,6 +150,36 @@ def test_siblings_finishing_together_both_publish_never_none(worker: _Worker) ->
     worker._publish_parent_if_ready((0, 0, 1, 0))
     worker._publish_parent_if_ready((0, 0, 1, 1))
     assert _published(worker) == [(0, 0, 2, 0), (0, 0, 2, 0)]
+
+
+def test_late_attempt_whose_output_was_already_consumed_is_obsolete(worker: _Worker) -> None:
+    # Attempt B of reduction (0,0,1,0) takes its task; meanwhile attempt A finishes it (deleting
+    # the leaves) and the root consumes A's output (deleting it): B's reads find nothing, and
+    # only the root's output tells B it is late, not broken.
+    worker._reader = cf.ThreadPoolExecutor(1)
+    worker._leases = _LeaseKeeper(60.0)
+    worker.pubsub.publish(worker.spec.topic, worker.spec.message((0, 0, 1, 0)))
+    sub = worker.pubsub.subscribe(worker.spec.topic, "workers")
+    worker._sub = sub
+    (message,) = sub.get_many(1, timeout=1.0)
+    run = worker._begin(message)
+    assert run is not None and len(run.loads) == 4
+    worker.store.put(worker.spec.out_key((0, 0, 2, 0)), b"x")
+    with pytest.raises(_Obsolete):
+        worker._compute_reduction(run)
+    # with no finished ancestor, a missing input is an error
+    sub2 = worker.pubsub.subscribe(worker.spec.topic, "workers")
+    worker.pubsub.publish(worker.spec.topic, worker.spec.message((0, 0, 1, 1)))
+    (message2,) = sub2.get_many(1, timeout=1.0)
+    worker.store.delete(worker.spec.out_key((0, 0, 2, 0)))
+    run2 = worker._begin(message2)
+    assert run2 is not None
+    with pytest.raises(NotFoundError):
+        worker._compute_reduction(run2)
+    sub.close()
+    sub2.close()
+    worker._leases.close()
+    worker._reader.shutdown()
 
 
 def test_replay_of_a_finished_task_resolves_its_dependency(worker: _Worker) -> None:
