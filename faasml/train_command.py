@@ -65,7 +65,11 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
     model = parser.add_argument_group("model hyperparameters (default: the estimator's)")
     model.add_argument("--workers", type=int, help="workers training at once")
     model.add_argument("--epochs", type=float, help="passes over the training data")
-    model.add_argument("--batch-size", type=int, help="rows per minibatch")
+    model.add_argument(
+        "--batch-size",
+        type=int,
+        help="rows per minibatch (default: 2048, less on a small data set: 16+ rounds per epoch)",
+    )
     model.add_argument("--learning-rate", type=float, help="base step size")
     model.add_argument("--optimizer", choices=["sgd", "momentum", "adagrad", "adam"])
     model.add_argument("--l2", type=float, help="L2 penalty on the mean loss")

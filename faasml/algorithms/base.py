@@ -58,10 +58,12 @@ if TYPE_CHECKING:
     from faasml.executor import Cloud
 
 __all__ = [
+    "BATCH_SIZE_DEFAULT",
     "LOCAL_STEPS_DEFAULT",
     "LinearEstimator",
     "Objective",
     "Workspace",
+    "auto_batch_size",
     "is_numeric",
     "lazy_l2_scale",
     "scores",
@@ -76,6 +78,25 @@ IntArray = npt.NDArray[np.int64]
 
 #: default ``local_steps`` of the estimators: minibatch steps per synchronization round.
 LOCAL_STEPS_DEFAULT = 2
+
+#: the largest minibatch ``batch_size=None`` picks (tuned on flights: 260k rows, 2^18 features)
+BATCH_SIZE_DEFAULT = 2048
+
+#: ``batch_size=None`` keeps at least this many sync rounds per epoch on small data sets
+MIN_ROUNDS_PER_EPOCH = 16
+
+
+def auto_batch_size(n_train: int, workers: int, local_steps: int) -> int:
+    """The minibatch size ``batch_size=None`` uses for ``n_train`` rows.
+
+    :data:`BATCH_SIZE_DEFAULT`, unless the data set is too small for it: then the largest size
+    that still gives :data:`MIN_ROUNDS_PER_EPOCH` rounds per epoch (e.g. 25 rows for 1,600 rows,
+    2 workers and 2 local steps), and never below 1. With 2,048-row batches such a data set
+    would be a single step per epoch, and a few epochs would barely move the model.
+    """
+    fitting = n_train // max(1, workers * local_steps * MIN_ROUNDS_PER_EPOCH)
+    return int(max(1, min(BATCH_SIZE_DEFAULT, fitting)))
+
 
 #: with the default ``eval_every``, the share of the training's wall time the driver may spend
 #: on held-out evaluations (measured on flights with 2 local workers: evaluating every quarter
@@ -302,7 +323,7 @@ class LinearEstimator(abc.ABC):
     # hyperparameters (set verbatim by the subclasses' __init__)
     workers: int
     epochs: float
-    batch_size: int
+    batch_size: int | None
     learning_rate: float
     optimizer: str
     schedule: str
@@ -409,8 +430,8 @@ class LinearEstimator(abc.ABC):
             fail("workers", "an integer >= 1")
         if not _is_number(self.epochs) or not (0 < self.epochs < math.inf):
             fail("epochs", "a number > 0")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            fail("batch_size", "an integer >= 1")
+        if self.batch_size is not None and (not _is_int(self.batch_size) or self.batch_size < 1):
+            fail("batch_size", "None or an integer >= 1")
         if not _is_number(self.learning_rate) or not (0 < self.learning_rate < math.inf):
             fail("learning_rate", "a number > 0")
         if self.optimizer not in OPTIMIZERS:
@@ -596,9 +617,10 @@ class LinearEstimator(abc.ABC):
                 # a single day of a date-ordered table
                 perm = np.random.default_rng(self.seed).permutation(X.shape[0])
                 X, y = X[perm], y[perm]
-            dataset = upload_dataset(
-                storage, X, y, name=f"faasml-fit-{run}", batch_size=self.batch_size
+            batch_size = self.batch_size or auto_batch_size(
+                X.shape[0], self.workers, self.local_steps
             )
+            dataset = upload_dataset(storage, X, y, name=f"faasml-fit-{run}", batch_size=batch_size)
         else:
             dataset = data.dataset
         upload_seconds = time.monotonic() - upload_started
@@ -756,6 +778,7 @@ class LinearEstimator(abc.ABC):
             "decisions": driver.replica.applied + 1,
             "samples": driver.replica.samples,
             "epochs": driver.replica.samples / n_train,
+            "batch_size": dataset.batch_size,
             "upload_seconds": upload_seconds,
             "train_seconds": train_seconds,
             "fit_seconds": time.monotonic() - started,

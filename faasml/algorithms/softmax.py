@@ -119,7 +119,7 @@ class SoftmaxRegression(LinearEstimator):
         n_classes: int | None = None,
         workers: int = 2,
         epochs: float = 14.0,
-        batch_size: int = 2048,
+        batch_size: int | None = None,
         learning_rate: float = 0.5,
         optimizer: str = "adam",
         schedule: str = "invsqrt",

@@ -75,7 +75,9 @@ class SparseLogisticRegression(LinearEstimator):
     :param epochs: passes over the training set (fractional values allowed); training stops
         once the decided steps have covered ``epochs * n_train`` samples.
     :param batch_size: rows per minibatch (and per stored batch object when ``fit`` shards the
-        data itself; a :class:`~faasml.data.StoredDataset` keeps its own batch size).
+        data itself; a :class:`~faasml.data.StoredDataset` keeps its own batch size). ``None``:
+        2,048, or less on a small data set so that an epoch still has at least 16 sync rounds
+        (:func:`~faasml.algorithms.base.auto_batch_size`); ``run_info_["batch_size"]`` tells.
     :param learning_rate: base step size of the optimizer.
     :param optimizer: ``"sgd"``, ``"momentum"``, ``"adagrad"`` or ``"adam"``.
     :param schedule: ``"constant"`` or ``"invsqrt"`` (rate divided by ``sqrt(1 + epoch)``).
@@ -141,7 +143,7 @@ class SparseLogisticRegression(LinearEstimator):
         *,
         workers: int = 2,
         epochs: float = 10.0,
-        batch_size: int = 2048,
+        batch_size: int | None = None,
         learning_rate: float = 0.7,
         optimizer: str = "adam",
         schedule: str = "invsqrt",

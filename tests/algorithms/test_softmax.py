@@ -182,3 +182,18 @@ def test_class_names_as_labels(cloud: faasml.Cloud) -> None:
         model.log_loss(X_te[:1] / 16.0, np.array(["digit-X"]))
     with pytest.raises(DataFormatError, match="n_classes only applies"):
         SoftmaxRegression(n_classes=3, progress=False).fit(np.eye(2), np.array(["a", "b"]))
+
+
+def test_default_batch_size_adapts_to_a_small_data_set(cloud: faasml.Cloud) -> None:
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(2000, 30, n_informative=10, n_classes=3, random_state=0)
+    model = SoftmaxRegression(workers=2, epochs=3, progress=False)
+    model.fit(X[:1600], y[:1600], cloud=cloud)
+    # 2,048-row batches would make an epoch a single step; 25 rows give 16 rounds per epoch
+    assert model.run_info_["batch_size"] == 25
+    assert model.run_info_["decisions"] >= 3 * 16
+    prior = np.bincount(y[:1600]) / 1600
+    assert model.log_loss(X[1600:], y[1600:]) < -np.mean(np.log(prior[y[1600:]])) - 0.2
+    fixed = SoftmaxRegression(workers=2, epochs=1, batch_size=400, progress=False)
+    assert fixed.fit(X, y, cloud=cloud).run_info_["batch_size"] == 400

@@ -446,3 +446,18 @@ def test_scikit_learn_model_selection_accepts_the_estimator(odd_even: Any) -> No
     assert clone(model).get_params() == model.get_params()
     scores = cross_val_score(model, X_tr[:600], y_tr[:600], cv=2)
     assert scores.shape == (2,) and scores.min() > 0.7
+
+
+@pytest.mark.parametrize(
+    ("n_train", "workers", "local_steps", "expected"),
+    [
+        (261_876, 2, 2, 2048),  # flights: the tuned default
+        (261_876, 1, 2, 2048),
+        (1_600, 2, 2, 25),
+        (10, 4, 2, 1),
+    ],
+)
+def test_auto_batch_size(n_train: int, workers: int, local_steps: int, expected: int) -> None:
+    from faasml.algorithms.base import auto_batch_size
+
+    assert auto_batch_size(n_train, workers, local_steps) == expected
