@@ -430,12 +430,32 @@ def _format_label(v: object) -> str:
 # --------------------------------------------------------------------------- CSV
 
 
+#: what ``delimiter="auto"`` tries, in order of preference.
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _sniff_delimiter(text: str, lines: int = 5) -> str:
+    """The delimiter that splits the first non-blank lines into equally many (> 1) columns (the
+    most columns wins; ties go to the earlier of :data:`_DELIMITERS`)."""
+    head = [line for line in text[:65536].splitlines() if line.strip()][:lines]
+    if len(head) > 1 and len(text) > 65536:
+        head = head[:-1]  # the last line of the sample may be cut short
+    if not head:
+        return ","
+    widths = {c: [len(row) for row in csv.reader(head, delimiter=c)] for c in _DELIMITERS}
+    consistent = [c for c in _DELIMITERS if len(set(widths[c])) == 1 and widths[c][0] > 1]
+    # none consistent: a ragged file; split it the way its first line splits widest, so the
+    # error names the short row rather than a cell holding a whole line
+    pool = consistent or [c for c in _DELIMITERS if widths[c][0] > 1] or [","]
+    return max(pool, key=lambda c: (widths[c][0], -_DELIMITERS.index(c)))
+
+
 def load_csv(
     path: PathLike,
     label_column: int | str = -1,
     *,
     header: bool | Literal["auto"] = "auto",
-    delimiter: str = ",",
+    delimiter: str = "auto",
     sparse: bool = False,
     dtype: npt.DTypeLike = np.float64,
 ) -> tuple[Matrix, np.ndarray]:
@@ -444,7 +464,8 @@ def load_csv(
     :param label_column: position (negative counts from the end) or header name of the label.
     :param header: whether the first row is a header; ``"auto"`` treats it as one when any of its
         cells is not a number.
-    :param delimiter: the field separator.
+    :param delimiter: the field separator; ``"auto"`` picks the one of ``,`` ``;`` tab ``|``
+        that splits the first lines into the same, largest number of columns (``,`` on a tie).
     :param sparse: return ``X`` as CSR (explicit zeros dropped) instead of a dense array.
     :returns: ``(X, y)`` with ``y`` float64.
     :raises DataFormatError: a row with a different number of columns than the first (naming the
@@ -460,9 +481,10 @@ def load_csv(
             f"label_column={label_column!r} is a column name but header=False; pass a position"
         )
     name = os.fspath(path)
-    reader = csv.reader(
-        io.StringIO(_decode(name, _read_bytes(path)), newline=""), delimiter=delimiter
-    )
+    text = _decode(name, _read_bytes(path))
+    if delimiter == "auto":
+        delimiter = _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows: list[list[str]] = []
     linenos: list[int] = []
     for row in reader:
@@ -667,8 +689,8 @@ def _sparse_from_npz(name: str, npz: Any) -> sp.csr_matrix:
 def load(path: PathLike, **kwargs: Any) -> tuple[Matrix, np.ndarray]:
     """Load ``(X, y)`` choosing the reader from the extension (a trailing ``.gz`` is ignored).
 
-    ``.svm``/``.libsvm``/``.txt`` -> :func:`load_libsvm`, ``.csv`` -> :func:`load_csv`, ``.npz``
-    -> :func:`load_npz`; ``kwargs`` go to that reader.
+    ``.svm``/``.libsvm``/``.txt`` -> :func:`load_libsvm`, ``.csv``/``.tsv`` -> :func:`load_csv`,
+    ``.npz`` -> :func:`load_npz`; ``kwargs`` go to that reader.
 
     :raises DataFormatError: the extension is not one of those.
     """
@@ -677,13 +699,14 @@ def load(path: PathLike, **kwargs: Any) -> tuple[Matrix, np.ndarray]:
     ext = os.path.splitext(base)[1].lower()
     if ext in _LIBSVM_EXTS:
         return load_libsvm(path, **kwargs)
-    if ext == ".csv":
+    if ext in (".csv", ".tsv"):
         return load_csv(path, **kwargs)
     if ext == ".npz":
         return load_npz(path, **kwargs)
     raise DataFormatError(
         f"{name}: cannot tell the format from extension {ext!r}; expected one of "
-        f"{', '.join((*_LIBSVM_EXTS, '.csv', '.npz'))} or call load_libsvm/load_csv/load_npz"
+        f"{', '.join((*_LIBSVM_EXTS, '.csv', '.tsv', '.npz'))} or call "
+        "load_libsvm/load_csv/load_npz"
     )
 
 

@@ -459,3 +459,27 @@ def test_check_xy_names_first_nonfinite_cell_dense_and_sparse() -> None:
         check_xy(S, np.zeros(2))
     out, _ = check_xy(X, np.zeros(4), allow_nan=True)
     assert np.isnan(out[3, 0])
+
+
+@pytest.mark.parametrize(
+    ("text", "filename"),
+    [
+        ("a;b;label\n1;2.5;0\n3;4;1\n", "semicolons.csv"),
+        ("a\tb\tlabel\n1\t2.5\t0\n3\t4\t1\n", "tabs.tsv"),
+        ("a|b|label\n1|2.5|0\n3|4|1\n", "pipes.csv"),
+        ('a,"b",label\n1,"2.5",0\n3,4,1\n', "quoted.csv"),
+    ],
+)
+def test_csv_delimiter_is_detected(tmp_path: Path, text: str, filename: str) -> None:
+    X, y = load(write(tmp_path, text, filename), label_column="label")
+    np.testing.assert_array_equal(X, [[1.0, 2.5], [3.0, 4.0]])
+    np.testing.assert_array_equal(y, [0.0, 1.0])
+
+
+def test_csv_detection_does_not_hide_a_ragged_row(tmp_path: Path) -> None:
+    path = write(tmp_path, "1;2;3\n4;5\n", "ragged.csv")
+    with pytest.raises(DataFormatError, match=r"line 2: expected 3 columns .* found 2"):
+        load_csv(path)
+    # an explicit delimiter is taken as given
+    with pytest.raises(DataFormatError, match="expected a number"):
+        load_csv(write(tmp_path, "1;2;3\n4;5;6\n", "semi.csv"), delimiter=",")
