@@ -446,6 +446,11 @@ def test_scikit_learn_model_selection_accepts_the_estimator(odd_even: Any) -> No
     assert clone(model).get_params() == model.get_params()
     scores = cross_val_score(model, X_tr[:600], y_tr[:600], cv=2)
     assert scores.shape == (2,) and scores.min() > 0.7
+    from sklearn.model_selection import GridSearchCV
+
+    search = GridSearchCV(model, {"learning_rate": [0.05, 0.5]}, cv=2).fit(X_tr[:600], y_tr[:600])
+    assert search.best_params_["learning_rate"] in (0.05, 0.5)
+    assert search.best_estimator_.score(X_tr[600:], y_tr[600:]) > 0.7
 
 
 @pytest.mark.parametrize(
