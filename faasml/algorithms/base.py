@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from faasml._rows import add_rows, take_rows
 from faasml.algorithms.optim import OPTIMIZERS, SCHEDULES
 from faasml.data import StoredDataset, check_xy, upload_dataset
-from faasml.data.formats import Matrix
+from faasml.data.formats import Matrix, first_nonfinite
 from faasml.errors import ConfigurationError, DataFormatError
 from faasml.sync import (
     AGGREGATIONS,
@@ -846,6 +846,12 @@ class LinearEstimator(abc.ABC):
         if Xv.shape[1] != self.n_features_in_:
             raise DataFormatError(
                 f"X has {Xv.shape[1]} features but the model was fitted with {self.n_features_in_}"
+            )
+        bad = first_nonfinite(Xv)
+        if bad is not None:  # refused as in fit: a NaN score would silently pick class 0
+            raise DataFormatError(
+                f"X has a NaN or infinite value at row {bad[0]}, column {bad[1]}; impute or drop "
+                "missing values first"
             )
         return Xv
 

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from faasml.data.formats import Matrix, _first_nonfinite
+from faasml.data.formats import Matrix, first_nonfinite
 from faasml.errors import ConfigurationError, DataFormatError
 
 __all__ = ["FeatureHasher", "MinMaxScaler", "StandardScaler"]
@@ -176,7 +176,7 @@ def _as_matrix(X: Matrix | sp.spmatrix | npt.ArrayLike, who: str) -> Matrix:
             raise DataFormatError(f"{who}: X must be 2-D, found shape {M.shape}")
         if not np.issubdtype(M.dtype, np.floating):
             M = M.astype(np.float64)
-    bad = _first_nonfinite(M)
+    bad = first_nonfinite(M)
     if bad is not None:
         raise DataFormatError(
             f"{who}: X has a NaN or infinite value at row {bad[0]}, column {bad[1]}; "

@@ -30,6 +30,7 @@ from faasml.errors import ConfigurationError, DataFormatError
 __all__ = [
     "check_xy",
     "dump_libsvm",
+    "first_nonfinite",
     "load",
     "load_csv",
     "load_libsvm",
@@ -767,7 +768,7 @@ def check_xy(
     if Xv.shape[0] == 0 or Xv.shape[1] == 0:
         raise DataFormatError(f"empty dataset: X has shape {Xv.shape}; expected at least 1 x 1")
     if not allow_nan:
-        bad = _first_nonfinite(Xv)
+        bad = first_nonfinite(Xv)
         if bad is not None:
             r, c = bad
             raise DataFormatError(
@@ -785,7 +786,7 @@ def check_xy(
     return Xv, yv
 
 
-def _first_nonfinite(X: Matrix) -> tuple[int, int] | None:
+def first_nonfinite(X: Matrix) -> tuple[int, int] | None:
     """Return (row, column) of the first NaN/inf in row-major order, or ``None``."""
     if sp.issparse(X):
         bad = np.flatnonzero(~np.isfinite(X.data))

@@ -466,3 +466,16 @@ def test_auto_batch_size(n_train: int, workers: int, local_steps: int, expected:
     from faasml.algorithms.base import auto_batch_size
 
     assert auto_batch_size(n_train, workers, local_steps) == expected
+
+
+def test_predicting_on_nan_or_inf_is_refused_like_training(odd_even: Any) -> None:
+    X_tr, y_tr, X_te, _ = odd_even
+    model = SparseLogisticRegression(workers=1, epochs=1, batch_size=100, progress=False)
+    model.fit(X_tr, y_tr)
+    bad = X_te[:3].copy()
+    bad[1, 5] = np.nan
+    with pytest.raises(DataFormatError, match="row 1, column 5"):
+        model.predict(bad)
+    bad[1, 5] = np.inf
+    with pytest.raises(DataFormatError, match="NaN or infinite"):
+        model.predict_proba(sp.csr_matrix(bad))
