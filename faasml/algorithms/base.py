@@ -517,7 +517,7 @@ class LinearEstimator(abc.ABC):
         self,
         X: Any,
         y: Any = None,
-        cloud: Cloud | None = None,
+        cloud: Cloud | str | None = None,
         *,
         X_test: Any = None,  # noqa: N803 - scikit-learn naming
         y_test: Any = None,
@@ -529,7 +529,8 @@ class LinearEstimator(abc.ABC):
             the cloud's store (then ``y`` must be ``None``; its test split is used for the
             held-out loss unless ``X_test`` is given).
         :param y: labels, one per row of ``X``.
-        :param cloud: where to run; ``None`` connects to ``"local"`` for this call only.
+        :param cloud: where to run: a :class:`~faasml.Cloud`, or a provider name connected for
+            this call only (``None``: ``"local"``).
         :param X_test: held-out features; the driver evaluates the held-out log-loss on them
             every ``eval_every`` steps (``history_[i]["test_loss"]``).
         :param y_test: held-out labels.
@@ -539,18 +540,25 @@ class LinearEstimator(abc.ABC):
         self._validate_params()
         started = time.monotonic()
         prepared = self._prepare(X, y, X_test, y_test)
-        owned = cloud is None
-        if cloud is None:
+        owned = cloud is None or isinstance(cloud, str)
+        if isinstance(cloud, str) or cloud is None:
             import faasml
 
             # the driver relaunches dead workers itself: executor-level retries would only add
             # a duplicate invocation per crash
-            cloud = faasml.connect("local", workers=self.workers, retries=0)
+            run_on = faasml.connect(cloud or "local", workers=self.workers, retries=0)
+        elif hasattr(cloud, "function") and hasattr(cloud, "storage"):
+            run_on = cloud
+        else:
+            raise TypeError(
+                f"cloud must be a faasml.Cloud (from faasml.connect), a provider name or None, "
+                f"got {type(cloud).__name__}"
+            )
         try:
-            self._fit_on(cloud, prepared, started)
+            self._fit_on(run_on, prepared, started)
         finally:
             if owned:
-                cloud.shutdown()
+                run_on.shutdown()
         return self
 
     def _prepare(self, X: Any, y: Any, X_test: Any, y_test: Any) -> _Prepared:

@@ -255,6 +255,12 @@ def test_cloud_none_connects_locally(odd_even: Any) -> None:
     model = SparseLogisticRegression(workers=1, epochs=1, batch_size=200, progress=False)
     assert model.fit(X_tr[:400], y_tr[:400]) is model
     assert model.coef_.shape == (1, 64)
+    # a provider name connects for the call only, like None
+    assert model.fit(X_tr[:400], y_tr[:400], cloud="local").coef_.shape == (1, 64)
+    with pytest.raises(TypeError, match="cloud must be a faasml.Cloud"):
+        model.fit(X_tr[:400], y_tr[:400], cloud=42)
+    with pytest.raises(faasml.errors.UnknownBackendError, match="nope"):
+        model.fit(X_tr[:400], y_tr[:400], cloud="nope")
 
 
 # ----------------------------------------------------------------------------- validation
