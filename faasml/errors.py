@@ -2,7 +2,7 @@
 
 Every error faasml raises derives from :class:`FaaSMLError`; several also derive from the
 builtin a caller would naturally catch (``KeyError``, ``ImportError``, ``LookupError``,
-``TimeoutError``)::
+``TimeoutError``, ``ArithmeticError``)::
 
     FaaSMLError
     ├── ConfigurationError            bad or missing configuration (also ValueError)
@@ -10,6 +10,7 @@ builtin a caller would naturally catch (``KeyError``, ``ImportError``, ``LookupE
     ├── PluginError                   a plugin is broken or two plugins clash
     ├── UnknownBackendError           no backend of that name (also KeyError)
     ├── DataFormatError               malformed input data (also ValueError)
+    ├── DivergenceError               training diverged to NaN/inf (also ArithmeticError)
     ├── InvalidKeyError               an object key that could escape its store (also ValueError)
     ├── InvalidTopicError             a non-portable topic or group name (also ValueError)
     ├── SignatureError                a task payload failed HMAC verification
@@ -39,6 +40,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "DataFormatError",
+    "DivergenceError",
     "FaaSMLError",
     "FunctionError",
     "InvalidKeyError",
@@ -106,6 +108,11 @@ class UnknownBackendError(FaaSMLError, KeyError):
 
 class DataFormatError(FaaSMLError, ValueError):
     """Input data is malformed; the message names the file, line and what was expected."""
+
+
+class DivergenceError(FaaSMLError, ArithmeticError):
+    """Training diverged: a loss or the weights became NaN or infinite (step size too large for
+    the scale of the features, typically)."""
 
 
 class InvalidKeyError(FaaSMLError, ValueError):

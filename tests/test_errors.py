@@ -15,6 +15,7 @@ from faasml.errors import (
     AuthenticationError,
     ConfigurationError,
     DataFormatError,
+    DivergenceError,
     FaaSMLError,
     FunctionError,
     InvalidKeyError,
@@ -42,6 +43,7 @@ EXPECTED_BASES: dict[type[Exception], tuple[type[BaseException], ...]] = {
     PluginError: (FaaSMLError,),
     UnknownBackendError: (FaaSMLError, KeyError, LookupError),
     DataFormatError: (FaaSMLError, ValueError),
+    DivergenceError: (FaaSMLError, ArithmeticError),
     InvalidKeyError: (FaaSMLError, ValueError),
     InvalidTopicError: (FaaSMLError, ValueError),
     SignatureError: (FaaSMLError,),
@@ -60,7 +62,15 @@ EXPECTED_BASES: dict[type[Exception], tuple[type[BaseException], ...]] = {
 }
 
 #: builtins a class must NOT be, so that ``except ValueError`` etc. does not swallow it.
-UNEXPECTED_BUILTINS = (ValueError, ImportError, KeyError, LookupError, TimeoutError, OSError)
+UNEXPECTED_BUILTINS = (
+    ValueError,
+    ImportError,
+    KeyError,
+    LookupError,
+    TimeoutError,
+    OSError,
+    ArithmeticError,
+)
 
 RETRIABLE = {ThrottledError, ServiceUnavailableError, InvocationTimeoutError, WorkerDiedError}
 

@@ -40,7 +40,7 @@ from faasml._rows import add_rows, take_rows
 from faasml.algorithms.optim import OPTIMIZERS, SCHEDULES
 from faasml.data import StoredDataset, check_xy, upload_dataset
 from faasml.data.formats import Matrix, first_nonfinite
-from faasml.errors import ConfigurationError, DataFormatError
+from faasml.errors import ConfigurationError, DataFormatError, DivergenceError
 from faasml.sync import (
     AGGREGATIONS,
     SYNC_MODES,
@@ -763,8 +763,14 @@ class LinearEstimator(abc.ABC):
                     return "target_loss"
             return None
 
+        hint = (
+            f"lower learning_rate (now {self.learning_rate:g}), use optimizer='adam' or "
+            "'adagrad', or scale the features (faasml.data.StandardScaler)"
+        )
         try:
             driver.run(stop_when)
+        except DivergenceError as exc:
+            raise DivergenceError(f"{exc}; {hint}") from None
         finally:
             if bar is not None:
                 bar.n = min(driver.samples, target_samples)
@@ -772,7 +778,12 @@ class LinearEstimator(abc.ABC):
             driver.wait_workers(timeout=30.0)
 
         train_seconds = time.monotonic() - train_started
-        self._set_coefficients(driver.weights())
+        final = driver.weights()
+        if not np.isfinite(final).all():
+            raise DivergenceError(
+                f"training diverged: the model has NaN or infinite weights; {hint}"
+            )
+        self._set_coefficients(final)
         self.n_features_in_ = data.n_features
         self.history_ = driver.history
         self.decisions_ = list(coordinator.decisions)

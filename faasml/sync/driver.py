@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import math
 import queue
 import threading
 import time
@@ -35,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from faasml._rows import take_rows
-from faasml.errors import DataFormatError, FaaSMLError, NotFoundError
+from faasml.errors import DataFormatError, DivergenceError, FaaSMLError, NotFoundError
 from faasml.interfaces import ObjectStore, PubSub, Subscription
 from faasml.sync.coordinator import StepCoordinator
 from faasml.sync.messages import Announcement, Decision, Leave, RunKeys, decode_message
@@ -260,6 +261,12 @@ class SyncDriver:
                 log.warning("dropping an invalid sync message: %s", exc)
                 continue
             if isinstance(msg, Announcement):
+                if not math.isfinite(msg.loss) and self._fatal is None:
+                    # nothing after this can recover: stop now rather than train on NaN weights
+                    self._fatal = DivergenceError(
+                        f"training diverged: worker slot {msg.slot} reported a {msg.loss} "
+                        f"training loss in round {msg.t}"
+                    )
                 if self.coordinator.on_announcement(msg):
                     self._losses[(msg.slot, msg.gen, msg.t)] = (msg.loss, msg.n)
                     self._failures[msg.slot] = 0

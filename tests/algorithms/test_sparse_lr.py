@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -485,3 +486,20 @@ def test_predicting_on_nan_or_inf_is_refused_like_training(odd_even: Any) -> Non
     bad[1, 5] = np.inf
     with pytest.raises(DataFormatError, match="NaN or infinite"):
         model.predict_proba(sp.csr_matrix(bad))
+
+
+def test_divergence_stops_training_with_a_typed_error(cloud: faasml.Cloud) -> None:
+    from faasml.errors import DivergenceError
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 10)) * 1000.0  # unscaled features and a huge plain SGD step
+    y = (X[:, 0] > 0).astype(np.int64)
+    model = SparseLogisticRegression(
+        workers=2, epochs=50, optimizer="sgd", learning_rate=1e6, progress=False
+    )
+    started = time.monotonic()
+    with pytest.raises(DivergenceError, match=r"diverged.*lower learning_rate \(now 1e\+06\)"):
+        model.fit(X, y, cloud=cloud)
+    assert time.monotonic() - started < 30  # stopped at the first NaN, not after 50 epochs
+    assert not list(cloud.storage.list("train/"))  # the run's objects are gone
+    assert issubclass(DivergenceError, ArithmeticError)
