@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from faasml.errors import ConfigurationError, MissingDependencyError
+from faasml.errors import ConfigurationError, DivergenceError, MissingDependencyError
 
 __all__ = ["add_parser", "run"]
 
@@ -264,7 +264,12 @@ def run(args: argparse.Namespace) -> int:
             f"training {args.algorithm} with {model.workers} workers on {cloud!r}", file=sys.stderr
         )
         fit_started = time.perf_counter()
-        model.fit(X, y, cloud=cloud, X_test=X_test, y_test=y_test)
+        try:
+            model.fit(X, y, cloud=cloud, X_test=X_test, y_test=y_test)
+        except DivergenceError as exc:
+            if args.scale in (None, "none"):
+                raise DivergenceError(f"{exc} (here: --scale standard)") from None
+            raise
         fit_seconds = time.perf_counter() - fit_started
     proba = model.predict_proba(X_test)
     rows: list[tuple[str, str]] = [

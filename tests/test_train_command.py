@@ -154,3 +154,17 @@ def test_held_out_file_of_one_class_reports_no_auc(
     args = ["train", "sparse-lr", "--data", str(train), "--test-data", str(held)]
     assert cli.main([*args, "--workers", "1", "--epochs", "2", "--no-progress"]) == 0
     assert "n/a (the held-out rows hold one class)" in capsys.readouterr().out
+
+
+def test_divergence_is_a_clear_error_naming_the_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 5)) * 1000.0
+    path = tmp_path / "big.csv"
+    np.savetxt(path, np.column_stack([X, X[:, 0] > 0]), delimiter=",", fmt="%.4f")
+    args = ["train", "sparse-lr", "--data", str(path), "--optimizer", "sgd"]
+    assert cli.main([*args, "--learning-rate", "1e6", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "--scale standard" in err
+    assert "RuntimeWarning" not in err and "Traceback" not in err

@@ -245,6 +245,9 @@ class _Batches:
             self._it = None
 
 
+# a diverging run overflows on the way to NaN: the driver stops it with a DivergenceError at
+# the first non-finite loss, so numpy's warnings would only print noise from every worker
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")
 def run_worker(spec: WorkerSpec) -> dict[str, Any]:
     """Train as worker ``(spec.slot, spec.gen)`` until the budget, a stop, or an eviction.
 
