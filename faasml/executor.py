@@ -17,7 +17,6 @@ import itertools
 import logging
 import random
 import secrets
-import sys
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from faasml import serialization
+from faasml._progress import interactive
 from faasml.config import CloudConfig, backend_options, constructor_parameters, resolve_secret
 from faasml.errors import (
     ConfigurationError,
@@ -415,7 +415,7 @@ class Cloud(cf.Executor):
     def _attach_progress(self, futures: list[cf.Future[Any]], name: str) -> None:
         show = self.config.progress
         if show is None:
-            show = sys.stderr.isatty()
+            show = interactive()
         if not show or not futures:
             return
         from tqdm.auto import tqdm

@@ -25,7 +25,6 @@ import abc
 import inspect
 import logging
 import math
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from faasml._progress import interactive
 from faasml._rows import add_rows, take_rows
 from faasml.algorithms.optim import OPTIMIZERS, SCHEDULES
 from faasml.data import StoredDataset, check_xy, upload_dataset
@@ -826,7 +826,7 @@ class LinearEstimator(abc.ABC):
     def _progress_bar(self, total: int) -> Any:
         show = self.progress
         if show is None:
-            show = sys.stderr.isatty()
+            show = interactive()
         if not show:
             return None
         from tqdm.auto import tqdm

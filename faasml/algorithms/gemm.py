@@ -46,7 +46,6 @@ import concurrent.futures as cf
 import json
 import logging
 import os
-import sys
 import threading
 import time
 import uuid
@@ -58,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from faasml._progress import interactive
 from faasml.algorithms._dag import Node, Plan, auto_fuse
 from faasml.algorithms.blockmatrix import (
     BLOCK_HEADER_BYTES,
@@ -739,7 +739,7 @@ def _show_progress(cloud: Cloud, progress: bool | None) -> bool:
     configured = getattr(cloud.config, "progress", None)
     if configured is not None:
         return bool(configured)
-    return sys.stderr.isatty()
+    return interactive()
 
 
 def _run_dag(
