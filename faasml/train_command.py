@@ -260,9 +260,8 @@ def run(args: argparse.Namespace) -> int:
     with faasml.connect(
         args.provider, storage=args.storage, pubsub=args.pubsub, progress=False
     ) as cloud:
-        print(
-            f"training {args.algorithm} with {model.workers} workers on {cloud!r}", file=sys.stderr
-        )
+        workers = f"{model.workers} worker" + ("s" if model.workers != 1 else "")
+        print(f"training {args.algorithm} with {workers} on {cloud!r}", file=sys.stderr)
         fit_started = time.perf_counter()
         try:
             model.fit(X, y, cloud=cloud, X_test=X_test, y_test=y_test)
