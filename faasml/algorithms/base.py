@@ -778,7 +778,8 @@ class LinearEstimator(abc.ABC):
             driver.wait_workers(timeout=30.0)
 
         train_seconds = time.monotonic() - train_started
-        final = driver.weights()
+        with np.errstate(over="ignore", invalid="ignore"):
+            final = driver.weights()
         if not np.isfinite(final).all():
             raise DivergenceError(
                 f"training diverged: the model has NaN or infinite weights; {hint}"

@@ -362,6 +362,9 @@ class SyncDriver:
 
     # ------------------------------------------------------------------ the driver replica
 
+    # a diverging run reaches inf and NaN here before the main loop stops it with a
+    # DivergenceError; numpy's warnings on the way would only be noise
+    @np.errstate(over="ignore", invalid="ignore")
     def _update_loop(self) -> None:
         try:
             while True:
