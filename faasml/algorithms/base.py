@@ -681,7 +681,12 @@ class LinearEstimator(abc.ABC):
             local_steps=k,
             generation_seconds=float(generation),
             safety_seconds=float(safety),
-            positive_label=self._worker_label(),
+            # fit() uploads in-memory labels already encoded (0/1); a stored dataset keeps its own
+            positive_label=(
+                1.0
+                if data.dataset is None and self._worker_label() is not None
+                else self._worker_label()
+            ),
             fault_rate=float(self.fault_rate),
         )
 

@@ -67,9 +67,10 @@ class SparseLogisticRegression(LinearEstimator):
     broadcasts it through the object store and PubSub; the driver (this process) decides each
     step's set of deltas, evaluates the held-out loss and checkpoints the model.
 
-    Labels are 0/1, -1/1 or booleans, or two class names of any other type (e.g. ``"no"`` /
-    ``"yes"``: sorted, the second is the positive class). The estimator works with
-    scikit-learn's model selection (``clone``, ``cross_val_score``, ``GridSearchCV``).
+    Labels are any two classes: 0/1, -1/1, two other integers, booleans or two names (e.g.
+    ``"no"``/``"yes"``); sorted, the second is the positive class (``predict_proba[:, 1]``).
+    The estimator works with scikit-learn's model selection (``clone``, ``cross_val_score``,
+    ``GridSearchCV``).
 
     :param workers: number of function workers (slots) training at once.
     :param epochs: passes over the training set (fractional values allowed); training stops
@@ -200,26 +201,23 @@ class SparseLogisticRegression(LinearEstimator):
         return BinaryLogistic()
 
     def _learn_labels(self, labels: npt.NDArray[Any], source: str) -> None:
+        # any two classes, sorted, the second being the positive one: 0/1, -1/1, 2/4 (LIBSVM's
+        # breast-cancer), False/True, "no"/"yes"
         values = unique_labels(labels, source)
-        if not is_numeric(values):
-            # class names ("no"/"yes"): sorted, the second is the positive class
-            if len(values) != 2:
-                raise DataFormatError(
-                    f"{source}: logistic regression needs exactly 2 classes, found {len(values)}: "
-                    f"{values[:10].tolist()}; use SoftmaxRegression for more than two classes"
-                )
-            self.classes_ = values
-            return
-        as_set = {float(v) for v in values}
-        if len(as_set) < 2:
+        if len(values) < 2:
             raise DataFormatError(
                 f"{source}: logistic regression needs samples of 2 classes, found only "
-                f"{sorted(as_set)}"
+                f"{values.tolist()}"
             )
-        if not (as_set <= {0.0, 1.0} or as_set <= {-1.0, 1.0}):
+        if len(values) > 2:
             raise DataFormatError(
-                f"{source}: binary labels must be 0/1 (or -1/1, or two class names), found "
-                f"{sorted(as_set)[:10]}; use SoftmaxRegression for more than two classes"
+                f"{source}: logistic regression needs exactly 2 classes, found {len(values)}: "
+                f"{values[:10].tolist()}; use SoftmaxRegression for more than two classes"
+            )
+        if values.dtype.kind == "f" and not np.all(values == np.round(values)):
+            raise DataFormatError(
+                f"{source}: labels {values.tolist()} are not whole numbers: class labels are "
+                "integers or names (is this a regression target?)"
             )
         self.classes_ = values
 
@@ -236,7 +234,7 @@ class SparseLogisticRegression(LinearEstimator):
         return encoded
 
     def _worker_label(self) -> float | None:
-        # class names are encoded to 0/1 before upload; stored numeric labels are mapped by value
+        # the positive class as stored; class names never reach a stored dataset (numbers only)
         classes = np.asarray(self.classes_)
         return float(classes[1]) if is_numeric(classes) else 1.0
 

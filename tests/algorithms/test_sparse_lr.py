@@ -318,7 +318,8 @@ BAD_DATA = [
     (np.zeros((0, 3)), np.zeros(0), "empty"),
     (np.array([[0.0, np.nan], [1.0, 0.0]]), np.array([0, 1]), "NaN"),
     (np.array([[0.0, np.inf], [1.0, 0.0]]), np.array([0, 1]), "NaN or infinite"),
-    (np.eye(3), np.array([0, 1, 2]), "0/1"),
+    (np.eye(3), np.array([0, 1, 2]), "exactly 2 classes"),
+    (np.eye(3), np.array([0.5, 1.5, 0.5]), "not whole numbers"),
     (np.eye(3), np.array([1, 1, 1]), "2 classes"),
     (np.eye(3), np.array(["no", "yes", "maybe"]), "exactly 2 classes"),
     (np.eye(3), np.array([0, "yes", 1], dtype=object), "mix types"),
@@ -503,3 +504,26 @@ def test_divergence_stops_training_with_a_typed_error(cloud: faasml.Cloud) -> No
     assert time.monotonic() - started < 30  # stopped at the first NaN, not after 50 epochs
     assert not list(cloud.storage.list("train/"))  # the run's objects are gone
     assert issubclass(DivergenceError, ArithmeticError)
+
+
+def test_any_two_integer_labels(cloud: faasml.Cloud, odd_even: Any) -> None:
+    # LIBSVM's breast-cancer data labels its classes 2 and 4
+    X_tr, y_tr, X_te, y_te = odd_even
+    model = SparseLogisticRegression(workers=1, epochs=3, batch_size=100, progress=False)
+    model.fit(X_tr, 2 + 2 * y_tr, cloud=cloud, X_test=X_te, y_test=2 + 2 * y_te)
+    assert model.classes_.tolist() == [2, 4]
+    assert model.score(X_te, 2 + 2 * y_te) > 0.8
+    assert model.history_[-1]["test_loss"] == pytest.approx(model.log_loss(X_te, 2 + 2 * y_te))
+    # the same labels from a dataset already in the store (raw values, mapped by the workers)
+    from faasml.data import upload_dataset
+
+    stored = upload_dataset(cloud.storage, X_tr, 2 + 2 * y_tr, name="two-four", batch_size=100)
+    try:
+        again = SparseLogisticRegression(workers=1, epochs=3, progress=False).fit(
+            stored, cloud=cloud
+        )
+        assert again.classes_.tolist() == [2, 4]
+        assert again.score(X_te, 2 + 2 * y_te) > 0.8
+    finally:
+        for info in list(cloud.storage.list("datasets/two-four/")):
+            cloud.storage.delete(info.key)
