@@ -57,7 +57,7 @@ class CloudConfig:
     :param retry_backoff: base of the exponential backoff between attempts, in seconds.
     :param task_timeout: seconds the driver waits for one attempt before it counts as lost;
         ``None`` uses the function backend's time limit plus a grace period.
-    :param progress: show a progress bar (``None``: only on a terminal).
+    :param progress: show a progress bar (``None``: on a terminal or in Jupyter).
     :param cleanup: delete a job's objects from the store once its results are collected.
     :param inline_bytes: inputs and results up to this size travel inside the invocation
         payload and the completion message instead of as separate objects.

@@ -920,7 +920,7 @@ def matmul(
     :param timeout: overall limit in seconds; past it a :class:`TimeoutError` names the missing
         output blocks.
     :param progress: show a progress bar of finished output blocks (``None``: the cloud's
-        ``progress`` setting, else only on a terminal).
+        ``progress`` setting, else on a terminal or in Jupyter).
     :param prefetch: input blocks each worker reads ahead of its computation.
     :param read_threads: concurrent block reads per worker (hides per-request latency).
     :param cache_bytes: memory each worker may keep recently read input blocks in, for

@@ -123,7 +123,7 @@ class SparseLogisticRegression(LinearEstimator):
     :param step_timeout: seconds a worker may stay silent while a step waits for it before it
         is evicted and replaced.
     :param shuffle: shuffle the rows once before sharding them into batch objects.
-    :param progress: show a progress bar (``None``: only when stderr is a terminal).
+    :param progress: show a progress bar (``None``: when stderr is a terminal or in Jupyter).
     :param fault_rate: **testing hook**: the fraction of worker invocations that kill their own
         process (``os._exit``) at a random step among their first 30, to exercise recovery.
         Leave it at 0.
