@@ -258,8 +258,15 @@ def run(args: argparse.Namespace) -> int:
         f"{X.shape[1]:,} features ({time.perf_counter() - started:.1f} s)",
         file=sys.stderr,
     )
+    # workers= sizes the local provider's process pool (other backends ignore it), so that
+    # --workers N just works on local, oversubscribing the cores if need be
     with faasml.connect(
-        args.provider, storage=args.storage, pubsub=args.pubsub, progress=False
+        args.provider,
+        storage=args.storage,
+        pubsub=args.pubsub,
+        progress=False,
+        workers=model.workers,
+        retries=0,
     ) as cloud:
         workers = f"{model.workers} worker" + ("s" if model.workers != 1 else "")
         print(f"training {args.algorithm} with {workers} on {cloud!r}", file=sys.stderr)

@@ -168,3 +168,11 @@ def test_divergence_is_a_clear_error_naming_the_flags(
     err = capsys.readouterr().err
     assert "training diverged" in err and "--scale standard" in err
     assert "RuntimeWarning" not in err and "Traceback" not in err
+
+
+def test_more_workers_than_cores_just_works_on_local(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "softmax", "--data", "digits", "--workers", "3", "--epochs", "2"]
+    assert cli.main([*args, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "with 3 workers" in captured.err
+    assert float(next(x for x in captured.out.splitlines() if "accuracy" in x).split()[-1]) > 0.5
