@@ -294,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
         ("fit wall time", f"{fit_seconds:.2f} s"),
         ("epochs", f"{last.get('epoch', 0.0):.2f}"),
         ("sync rounds", f"{last.get('step', 0)} ({model.local_steps} minibatch steps each)"),
+        ("minibatch", f"{model.run_info_['batch_size']:,} rows"),
         ("samples/s", f"{last.get('samples_per_s', 0.0):,.0f}"),
     ]
     width = max(len(name) for name, _ in rows)

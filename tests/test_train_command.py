@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,7 @@ def test_sparse_lr_on_a_libsvm_file_with_held_out_fraction(
     out = capsys.readouterr().out
     assert "held-out AUC" in out
     assert "(2 minibatch steps each)" in out
+    assert re.search(r"^minibatch +64 rows$", out, re.MULTILINE)
     accuracy = float(next(line for line in out.splitlines() if "accuracy" in line).split()[-1])
     assert accuracy > 0.8
 
