@@ -110,6 +110,22 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
 
 
 def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]:
+    if args.data in BUILTIN_DATA:
+        stray = [
+            flag
+            for flag, given in (
+                ("--label-column", args.label_column is not None),
+                ("--split", args.split != "last"),
+                ("--test-data", args.test_data is not None),
+            )
+            if given
+        ]
+        if stray:
+            verb = "applies" if len(stray) == 1 else "apply"
+            raise ConfigurationError(
+                f"{', '.join(stray)} only {verb} to data files; --data {args.data} comes with "
+                "its own labels and held-out split"
+            )
     if args.data == "flights":
         from faasml.datasets import flights
 

@@ -178,3 +178,11 @@ def test_more_workers_than_cores_just_works_on_local(capsys: pytest.CaptureFixtu
     captured = capsys.readouterr()
     assert "with 3 workers" in captured.err
     assert float(next(x for x in captured.out.splitlines() if "accuracy" in x).split()[-1]) > 0.5
+
+
+def test_file_only_flags_are_refused_with_built_in_data(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["train", "softmax", "--data", "digits", "--split", "random"]) == 2
+    err = capsys.readouterr().err
+    assert "--split only applies to data files" in err and "Traceback" not in err
