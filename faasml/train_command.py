@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from faasml.errors import ConfigurationError, DivergenceError, MissingDependencyError
 
@@ -166,6 +167,10 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
     X, y = read(args.data)
     if args.test_data:
         X_test, y_test = read(args.test_data)
+        if sp.issparse(X) and sp.issparse(X_test) and X.shape[1] != X_test.shape[1]:
+            # LIBSVM files say only the largest index each holds: widen both to the larger
+            width = max(X.shape[1], X_test.shape[1])
+            X, X_test = (_widen(M, width) for M in (X, X_test))
         return X, y, X_test, y_test, f"{args.data} (held out: {args.test_data})"
     if not 0.0 < args.test_fraction < 1.0:
         raise ConfigurationError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
@@ -194,6 +199,11 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
             f"the held-out rows of {args.data} {problem} (is the file sorted by label?); use {hint}"
         )
     return X[train], y_train, X[held], y_held, described
+
+
+def _widen(M: Any, width: int) -> Any:
+    """``M`` (CSR) with ``width`` columns, the new ones empty."""
+    return sp.csr_matrix((M.data, M.indices, M.indptr), shape=(M.shape[0], width))
 
 
 def _file_kind(path: str) -> str:

@@ -186,3 +186,16 @@ def test_file_only_flags_are_refused_with_built_in_data(
     assert cli.main(["train", "softmax", "--data", "digits", "--split", "random"]) == 2
     err = capsys.readouterr().err
     assert "--split only applies to data files" in err and "Traceback" not in err
+
+
+def test_libsvm_train_and_test_files_of_different_widths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a LIBSVM file only shows its largest index: the held-out file here never uses 3-5
+    train, held = tmp_path / "train.svm", tmp_path / "held.svm"
+    train.write_text("".join(f"{i % 2} {1 + i % 2}:1 {3 + i % 3}:0.5\n" for i in range(300)))
+    held.write_text("1 2:1\n0 1:1\n1 2:1\n0 1:1\n")
+    args = ["train", "sparse-lr", "--data", str(train), "--test-data", str(held)]
+    assert cli.main([*args, "--workers", "1", "--epochs", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert float(next(x for x in out.splitlines() if "accuracy" in x).split()[-1]) == 1.0
