@@ -147,15 +147,25 @@ def test_label_column_is_only_for_csv(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "--label-column applies to CSV files" in capsys.readouterr().err
 
 
+def _train_on_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], train_text: str, held_text: str
+) -> dict[str, str]:
+    """Run sparse-lr with one worker on two LIBSVM files; return the printed metrics."""
+    train, held = tmp_path / "train.svm", tmp_path / "held.svm"
+    train.write_text(train_text)
+    held.write_text(held_text)
+    args = ["train", "sparse-lr", "--data", str(train), "--test-data", str(held)]
+    assert cli.main([*args, "--workers", "1", "--epochs", "3", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    return {line[:22].strip(): line[22:].strip() for line in lines if len(line) > 22}
+
+
 def test_held_out_file_of_one_class_reports_no_auc(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    train, held = tmp_path / "train.svm", tmp_path / "held.svm"
-    train.write_text("".join(f"{i % 2} {1 + i % 2}:1 3:{i % 5}\n" for i in range(200)))
-    held.write_text("1 2:1\n1 2:1 3:2\n")
-    args = ["train", "sparse-lr", "--data", str(train), "--test-data", str(held)]
-    assert cli.main([*args, "--workers", "1", "--epochs", "2", "--no-progress"]) == 0
-    assert "n/a (the held-out rows hold one class)" in capsys.readouterr().out
+    train = "".join(f"{i % 2} {1 + i % 2}:1 3:{i % 5}\n" for i in range(200))
+    metrics = _train_on_files(tmp_path, capsys, train, "1 2:1\n1 2:1 3:2\n")
+    assert metrics["held-out AUC"] == "n/a (the held-out rows hold one class)"
 
 
 def test_divergence_is_a_clear_error_naming_the_flags(
@@ -192,10 +202,6 @@ def test_libsvm_train_and_test_files_of_different_widths(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # a LIBSVM file only shows its largest index: the held-out file here never uses 3-5
-    train, held = tmp_path / "train.svm", tmp_path / "held.svm"
-    train.write_text("".join(f"{i % 2} {1 + i % 2}:1 {3 + i % 3}:0.5\n" for i in range(300)))
-    held.write_text("1 2:1\n0 1:1\n1 2:1\n0 1:1\n")
-    args = ["train", "sparse-lr", "--data", str(train), "--test-data", str(held)]
-    assert cli.main([*args, "--workers", "1", "--epochs", "3", "--no-progress"]) == 0
-    out = capsys.readouterr().out
-    assert float(next(x for x in out.splitlines() if "accuracy" in x).split()[-1]) == 1.0
+    train = "".join(f"{i % 2} {1 + i % 2}:1 {3 + i % 3}:0.5\n" for i in range(300))
+    metrics = _train_on_files(tmp_path, capsys, train, "1 2:1\n0 1:1\n1 2:1\n0 1:1\n")
+    assert float(metrics["held-out accuracy"]) == 1.0
