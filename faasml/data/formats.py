@@ -780,9 +780,11 @@ def check_xy(
         raise DataFormatError(f"y has a NaN or infinite label at row {r}")
     if numeric_labels and not (np.issubdtype(yv.dtype, np.number) or yv.dtype == np.bool_):
         raise DataFormatError(f"y must hold numbers, found dtype {yv.dtype}")
-    if yv.dtype == object and any(v is None for v in yv.tolist()):
-        r = next(i for i, v in enumerate(yv.tolist()) if v is None)
-        raise DataFormatError(f"y has a missing (None) label at row {r}")
+    if yv.dtype == object:
+        # pandas marks a missing class name with None or NaN
+        missing = [i for i, v in enumerate(yv.tolist()) if v is None or v != v]
+        if missing:
+            raise DataFormatError(f"y has a missing (None or NaN) label at row {missing[0]}")
     return Xv, yv
 
 

@@ -324,6 +324,7 @@ BAD_DATA = [
     (np.eye(3), np.array(["no", "yes", "maybe"]), "exactly 2 classes"),
     (np.eye(3), np.array([0, "yes", 1], dtype=object), "mix types"),
     (np.eye(3), np.array(["no", None, "yes"], dtype=object), "missing"),
+    (np.eye(3), np.array(["no", float("nan"), "yes"], dtype=object), "missing .* row 1"),
 ]
 
 
