@@ -782,10 +782,20 @@ def check_xy(
         raise DataFormatError(f"y must hold numbers, found dtype {yv.dtype}")
     if yv.dtype == object:
         # pandas marks a missing class name with None or NaN
-        missing = [i for i, v in enumerate(yv.tolist()) if v is None or v != v]
+        missing = [i for i, v in enumerate(yv.tolist()) if _is_missing(v)]
         if missing:
             raise DataFormatError(f"y has a missing (None or NaN) label at row {missing[0]}")
     return Xv, yv
+
+
+def _is_missing(value: object) -> bool:
+    """None, NaN, or pandas' ``NA`` (whose truth value is ambiguous, so comparing it raises)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError):
+        return True
 
 
 def first_nonfinite(X: Matrix) -> tuple[int, int] | None:

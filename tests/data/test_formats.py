@@ -483,3 +483,14 @@ def test_csv_detection_does_not_hide_a_ragged_row(tmp_path: Path) -> None:
     # an explicit delimiter is taken as given
     with pytest.raises(DataFormatError, match="expected a number"):
         load_csv(write(tmp_path, "1;2;3\n4;5;6\n", "semi.csv"), delimiter=",")
+
+
+def test_check_xy_refuses_missing_class_names_from_pandas() -> None:
+    pd = pytest.importorskip("pandas")
+    names = pd.Series(["a", "b", pd.NA, "a"], dtype="string")
+    with pytest.raises(DataFormatError, match="missing .* label at row 2"):
+        check_xy(np.eye(4), names, numeric_labels=False)
+    _, y = check_xy(np.eye(2), pd.Series(["a", "b"], dtype="string"), numeric_labels=False)
+    assert y.tolist() == ["a", "b"]
+    with pytest.raises(DataFormatError, match="y must hold numbers"):
+        check_xy(np.eye(2), np.array(["a", "b"]))  # numeric labels stay the default
