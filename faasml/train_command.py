@@ -141,6 +141,7 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
             return X, y, X_test, y_test, "digits (odd vs even, stratified 80/20)"
         return X, y, X_test, y_test, "digits (10 classes, stratified 80/20)"
     from faasml.data import load
+    from faasml.data.formats import file_format
 
     for path in (args.data, args.test_data):
         if path and not Path(path).is_file():
@@ -150,7 +151,7 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
             )
 
     def read(path: str) -> tuple[Any, Any]:
-        kind = _file_kind(path)
+        kind = file_format(path)
         options: dict[str, Any] = {}
         if args.n_features and kind == "libsvm":
             options["n_features"] = args.n_features
@@ -204,15 +205,6 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
 def _widen(M: Any, width: int) -> Any:
     """``M`` (CSR) with ``width`` columns, the new ones empty."""
     return sp.csr_matrix((M.data, M.indices, M.indptr), shape=(M.shape[0], width))
-
-
-def _file_kind(path: str) -> str:
-    """``"libsvm"``, ``"csv"`` or ``"npz"``, by extension (a trailing ``.gz`` ignored)."""
-    name = path[:-3] if path.endswith(".gz") else path
-    suffix = Path(name).suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        return "csv"
-    return "npz" if suffix == ".npz" else "libsvm"
 
 
 def _apply_preset(args: argparse.Namespace) -> None:

@@ -30,6 +30,7 @@ from faasml.errors import ConfigurationError, DataFormatError
 __all__ = [
     "check_xy",
     "dump_libsvm",
+    "file_format",
     "first_nonfinite",
     "load",
     "load_csv",
@@ -687,6 +688,27 @@ def _sparse_from_npz(name: str, npz: Any) -> sp.csr_matrix:
 # --------------------------------------------------------------------------- dispatch
 
 
+def file_format(path: PathLike) -> Literal["libsvm", "csv", "npz"]:
+    """The format :func:`load` reads ``path`` as, from its extension (a trailing ``.gz`` ignored).
+
+    :raises DataFormatError: the extension is not one :func:`load` knows.
+    """
+    name = os.fspath(path)
+    base = name[:-3] if name.endswith(".gz") else name
+    ext = os.path.splitext(base)[1].lower()
+    if ext in _LIBSVM_EXTS:
+        return "libsvm"
+    if ext in (".csv", ".tsv"):
+        return "csv"
+    if ext == ".npz":
+        return "npz"
+    raise DataFormatError(
+        f"{name}: cannot tell the format from extension {ext!r}; expected one of "
+        f"{', '.join((*_LIBSVM_EXTS, '.csv', '.tsv', '.npz'))} or call "
+        "load_libsvm/load_csv/load_npz"
+    )
+
+
 def load(path: PathLike, **kwargs: Any) -> tuple[Matrix, np.ndarray]:
     """Load ``(X, y)`` choosing the reader from the extension (a trailing ``.gz`` is ignored).
 
@@ -695,20 +717,12 @@ def load(path: PathLike, **kwargs: Any) -> tuple[Matrix, np.ndarray]:
 
     :raises DataFormatError: the extension is not one of those.
     """
-    name = os.fspath(path)
-    base = name[:-3] if name.endswith(".gz") else name
-    ext = os.path.splitext(base)[1].lower()
-    if ext in _LIBSVM_EXTS:
+    kind = file_format(path)
+    if kind == "libsvm":
         return load_libsvm(path, **kwargs)
-    if ext in (".csv", ".tsv"):
+    if kind == "csv":
         return load_csv(path, **kwargs)
-    if ext == ".npz":
-        return load_npz(path, **kwargs)
-    raise DataFormatError(
-        f"{name}: cannot tell the format from extension {ext!r}; expected one of "
-        f"{', '.join((*_LIBSVM_EXTS, '.csv', '.tsv', '.npz'))} or call "
-        "load_libsvm/load_csv/load_npz"
-    )
+    return load_npz(path, **kwargs)
 
 
 # --------------------------------------------------------------------------- validation

@@ -494,3 +494,19 @@ def test_check_xy_refuses_missing_class_names_from_pandas() -> None:
     assert y.tolist() == ["a", "b"]
     with pytest.raises(DataFormatError, match="y must hold numbers"):
         check_xy(np.eye(2), np.array(["a", "b"]))  # numeric labels stay the default
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("a.svm", "libsvm"),
+        ("a.TXT.gz", "libsvm"),
+        ("a.tsv", "csv"),
+        ("a.csv.gz", "csv"),
+        ("a.npz", "npz"),
+    ],
+)
+def test_file_format_by_extension(path: str, kind: str) -> None:
+    from faasml.data.formats import file_format
+
+    assert file_format(path) == kind
