@@ -39,7 +39,7 @@ from faasml._progress import interactive
 from faasml._rows import add_rows, take_rows
 from faasml.algorithms.optim import OPTIMIZERS, SCHEDULES
 from faasml.data import StoredDataset, check_xy, upload_dataset
-from faasml.data.formats import Matrix, first_nonfinite
+from faasml.data.formats import Matrix, refuse_nonfinite
 from faasml.errors import ConfigurationError, DataFormatError, DivergenceError
 from faasml.sync import (
     AGGREGATIONS,
@@ -504,8 +504,12 @@ class LinearEstimator(abc.ABC):
         """Map labels to the objective's encoding, or raise DataFormatError for unknown ones."""
 
     @abc.abstractmethod
-    def _worker_label(self) -> float | None:
-        """Label value the worker maps to 1 (binary); ``None`` when labels are class indices."""
+    def _worker_label(self, *, encoded: bool) -> float | None:
+        """Label value the worker maps to 1 (binary); ``None`` when labels are class indices.
+
+        :param encoded: the stored labels are :meth:`_encode`'s output (``fit`` uploaded them),
+            not a stored dataset's own values.
+        """
 
     @abc.abstractmethod
     def _set_coefficients(self, W: FloatArray) -> None:
@@ -540,25 +544,20 @@ class LinearEstimator(abc.ABC):
         self._validate_params()
         started = time.monotonic()
         prepared = self._prepare(X, y, X_test, y_test)
-        owned = cloud is None or isinstance(cloud, str)
-        if isinstance(cloud, str) or cloud is None:
-            import faasml
+        if cloud is not None and not isinstance(cloud, str):
+            if not (hasattr(cloud, "function") and hasattr(cloud, "storage")):
+                raise TypeError(
+                    f"cloud must be a faasml.Cloud (from faasml.connect), a provider name or "
+                    f"None, got {type(cloud).__name__}"
+                )
+            self._fit_on(cloud, prepared, started)
+            return self
+        import faasml
 
-            # the driver relaunches dead workers itself: executor-level retries would only add
-            # a duplicate invocation per crash
-            run_on = faasml.connect(cloud or "local", workers=self.workers, retries=0)
-        elif hasattr(cloud, "function") and hasattr(cloud, "storage"):
-            run_on = cloud
-        else:
-            raise TypeError(
-                f"cloud must be a faasml.Cloud (from faasml.connect), a provider name or None, "
-                f"got {type(cloud).__name__}"
-            )
-        try:
-            self._fit_on(run_on, prepared, started)
-        finally:
-            if owned:
-                run_on.shutdown()
+        # the driver relaunches dead workers itself: executor-level retries would only add a
+        # duplicate invocation per crash
+        with faasml.connect(cloud or "local", workers=self.workers, retries=0) as owned:
+            self._fit_on(owned, prepared, started)
         return self
 
     def _prepare(self, X: Any, y: Any, X_test: Any, y_test: Any) -> _Prepared:
@@ -681,12 +680,7 @@ class LinearEstimator(abc.ABC):
             local_steps=k,
             generation_seconds=float(generation),
             safety_seconds=float(safety),
-            # fit() uploads in-memory labels already encoded (0/1); a stored dataset keeps its own
-            positive_label=(
-                1.0
-                if data.dataset is None and self._worker_label() is not None
-                else self._worker_label()
-            ),
+            positive_label=self._worker_label(encoded=data.dataset is None),
             fault_rate=float(self.fault_rate),
         )
 
@@ -872,12 +866,7 @@ class LinearEstimator(abc.ABC):
             raise DataFormatError(
                 f"X has {Xv.shape[1]} features but the model was fitted with {self.n_features_in_}"
             )
-        bad = first_nonfinite(Xv)
-        if bad is not None:  # refused as in fit: a NaN score would silently pick class 0
-            raise DataFormatError(
-                f"X has a NaN or infinite value at row {bad[0]}, column {bad[1]}; impute or drop "
-                "missing values first"
-            )
+        refuse_nonfinite(Xv)  # as in fit: a NaN score would silently pick the first class
         return Xv
 
     def _weights(self) -> FloatArray:

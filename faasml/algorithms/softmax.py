@@ -238,7 +238,7 @@ class SoftmaxRegression(LinearEstimator):
             )
         return as_float.astype(np.int64)
 
-    def _worker_label(self) -> float | None:
+    def _worker_label(self, *, encoded: bool) -> float | None:
         return None
 
     def _set_coefficients(self, W: FloatArray) -> None:

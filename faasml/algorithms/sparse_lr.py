@@ -21,7 +21,6 @@ from faasml.algorithms.base import (
     FloatArray,
     LinearEstimator,
     Objective,
-    is_numeric,
     unique_labels,
 )
 from faasml.errors import DataFormatError
@@ -233,10 +232,9 @@ class SparseLogisticRegression(LinearEstimator):
         encoded: npt.NDArray[Any] = (yv == classes[1]).astype(np.float64)
         return encoded
 
-    def _worker_label(self) -> float | None:
-        # the positive class as stored; class names never reach a stored dataset (numbers only)
-        classes = np.asarray(self.classes_)
-        return float(classes[1]) if is_numeric(classes) else 1.0
+    def _worker_label(self, *, encoded: bool) -> float | None:
+        # encoded labels are 0/1; a stored dataset holds numbers, never class names
+        return 1.0 if encoded else float(np.asarray(self.classes_)[1])
 
     def _set_coefficients(self, W: FloatArray) -> None:
         self.coef_ = W[:-1, 0].reshape(1, -1).copy()

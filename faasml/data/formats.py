@@ -32,6 +32,7 @@ __all__ = [
     "dump_libsvm",
     "file_format",
     "first_nonfinite",
+    "refuse_nonfinite",
     "load",
     "load_csv",
     "load_libsvm",
@@ -782,13 +783,7 @@ def check_xy(
     if Xv.shape[0] == 0 or Xv.shape[1] == 0:
         raise DataFormatError(f"empty dataset: X has shape {Xv.shape}; expected at least 1 x 1")
     if not allow_nan:
-        bad = first_nonfinite(Xv)
-        if bad is not None:
-            r, c = bad
-            raise DataFormatError(
-                f"X has a NaN or infinite value at row {r}, column {c}; impute or drop missing "
-                "values first"
-            )
+        refuse_nonfinite(Xv)
     if np.issubdtype(yv.dtype, np.floating) and not np.isfinite(yv).all():
         r = int(np.flatnonzero(~np.isfinite(yv))[0])
         raise DataFormatError(f"y has a NaN or infinite label at row {r}")
@@ -810,6 +805,16 @@ def _is_missing(value: object) -> bool:
         return bool(value != value)
     except (TypeError, ValueError):
         return True
+
+
+def refuse_nonfinite(X: Matrix) -> None:
+    """Raise :class:`DataFormatError` naming the first NaN/inf cell of ``X``, if it has one."""
+    bad = first_nonfinite(X)
+    if bad is not None:
+        raise DataFormatError(
+            f"X has a NaN or infinite value at row {bad[0]}, column {bad[1]}; impute or drop "
+            "missing values first"
+        )
 
 
 def first_nonfinite(X: Matrix) -> tuple[int, int] | None:
