@@ -36,7 +36,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from faasml._rows import add_rows, take_rows
-from faasml.algorithms.base import Objective, Workspace, sparse_gradient
+from faasml.algorithms.base import Objective, Workspace, renumber_columns, sparse_gradient
 from faasml.algorithms.optim import make_optimizer
 from faasml.data import BatchIterator, StoredDataset
 from faasml.errors import NotFoundError
@@ -85,6 +85,9 @@ class WorkerSpec:
     safety_seconds: float
     positive_label: float | None
     fault_rate: float = 0.0
+    #: store key of the column map (:func:`~faasml.algorithms.base.compact_columns`): the model
+    #: has a row only for the columns the training data uses; ``None``: one per column.
+    columns_key: str | None = None
     prefetch: int = 2
     cache_bytes: int = 256 * 2**20
 
@@ -191,9 +194,12 @@ class _Batches:
     second epoch on the cache saves a large share of a worker's work.
     """
 
-    def __init__(self, ds: StoredDataset, spec: WorkerSpec) -> None:
+    def __init__(
+        self, ds: StoredDataset, spec: WorkerSpec, columns: npt.NDArray[np.int64] | None = None
+    ) -> None:
         self.ds = ds
         self.spec = spec
+        self.columns = columns
         self.first = spec.train_ids[0]
         self.n_batches = spec.train_ids[1] - spec.train_ids[0]
         self.cache: dict[int, tuple[Any, npt.NDArray[Any]]] = {}
@@ -232,6 +238,8 @@ class _Batches:
         batch: tuple[Any, npt.NDArray[Any]] = next(self._it)
         X, y = batch
         X = X if sp.issparse(X) else sp.csr_matrix(X)
+        if self.columns is not None:
+            X = renumber_columns(X, self.columns)
         size = y.nbytes + (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes)
         if self.cached_bytes + size <= self.spec.cache_bytes:
             self.cache[i] = (X, y)
@@ -321,8 +329,12 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
         if spec.l2_scale_key is not None:
             _, arrays_ = decode_arrays(ctx.storage.get(spec.l2_scale_key), key=spec.l2_scale_key)
             scale = arrays_["scale"]
+        columns = None
+        if spec.columns_key is not None:
+            _, arrays_ = decode_arrays(ctx.storage.get(spec.columns_key), key=spec.columns_key)
+            columns = arrays_["position"]
         ds = StoredDataset.open(ctx.storage, spec.dataset)
-        batches = _Batches(ds, spec)
+        batches = _Batches(ds, spec, columns)
         ws = Workspace(spec.shape[0] - 1)
         k = spec.local_steps
         local = _RoundDelta(spec.shape)
