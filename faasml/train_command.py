@@ -313,6 +313,8 @@ def run(args: argparse.Namespace) -> int:
         ("epochs", f"{last.get('epoch', 0.0):.2f}"),
         ("sync rounds", f"{last.get('step', 0)} ({model.local_steps} minibatch steps each)"),
         ("minibatch", f"{model.run_info_['batch_size']:,} rows"),
+        # the model trains a weight row per column the training data uses (and the intercept)
+        ("features used", f"{model.run_info_['model_rows'] - 1:,} of {model.n_features_in_:,}"),
         ("samples/s", f"{last.get('samples_per_s', 0.0):,.0f}"),
     ]
     width = max(len(name) for name, _ in rows)
