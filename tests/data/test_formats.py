@@ -487,6 +487,7 @@ def test_csv_detection_does_not_hide_a_ragged_row(tmp_path: Path) -> None:
 
 def test_check_xy_refuses_missing_class_names_from_pandas() -> None:
     import pandas as pd  # the test extra installs it (through faasml[datasets])
+
     names = pd.Series(["a", "b", pd.NA, "a"], dtype="string")
     with pytest.raises(DataFormatError, match="missing .* label at row 2"):
         check_xy(np.eye(4), names, numeric_labels=False)
