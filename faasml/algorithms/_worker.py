@@ -401,6 +401,12 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
             # hand the optimizer state (and unsent residuals) to the next generation of the slot
             arrays = {**optimizer.get_state(), **filt.state()}
             sw.save_state(arrays, {"next_t": t, "optimizer": spec.optimizer})
+        # checked after the last write, like the claim: either the driver's clean-up saw (and
+        # deleted) what we wrote, or we see the run over here and delete it ourselves
+        if sw.stopped or not sw.run_active():
+            sw.discard_undecided()
+            if status == "budget" and not sw.run_active():
+                sw.discard_state()
         sw.leave(t, status)
         summary.update(
             status=status,

@@ -230,6 +230,29 @@ class SyncWorker:
         self.pubsub.publish(self.keys.up_topic, ann.encode())
         self.io_seconds += time.monotonic() - start
 
+    def discard_undecided(self) -> None:
+        """Delete this invocation's deltas that no decision included, once training is over.
+
+        A worker may still store a delta after the driver's stop, and then after the run's
+        clean-up listed its objects: a duplicate invocation the driver never knew of, for one.
+        Nothing can decide such a delta any more, so its writer removes it. Call only when the
+        run is over (:attr:`stopped`, or :meth:`run_active` false): while it goes on, the driver
+        may still decide an announced delta.
+        """
+        for t in list(self.replica.own):
+            try:
+                self.storage.delete(self.keys.delta(t, self.slot, self.gen))
+            except NotFoundError:
+                pass
+            del self.replica.own[t]
+
+    def discard_state(self) -> None:
+        """Delete the state :meth:`save_state` stored (the run ended meanwhile: nobody resumes)."""
+        try:
+            self.storage.delete(self.keys.state(self.slot))
+        except NotFoundError:
+            pass
+
     def leave(self, next_t: int, reason: str) -> None:
         """Tell the driver this invocation stops; ``next_t`` is the step it would compute next."""
         self.pubsub.publish(self.keys.up_topic, Leave(self.slot, self.gen, next_t, reason).encode())

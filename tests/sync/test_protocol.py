@@ -373,3 +373,26 @@ def test_eval_budget_thins_out_evaluations_and_keeps_the_final_one(
     # every scheduled evaluation starts only within budget, so the time spent evaluating
     # exceeds it by at most one evaluation, plus the final one
     assert 0.05 * len(recorded) <= 0.05 * driver.elapsed() + 2 * 0.05
+
+
+def test_a_late_writer_discards_its_undecided_deltas(backends: tuple[ObjectStore, PubSub]) -> None:
+    store, pubsub = backends
+    keys = RunKeys("runs/late", "late")
+    worker = SyncWorker(store, pubsub, keys, 0, 0, SHAPE)
+    assert worker.claim()
+    worker.join()
+    for t in (0, 1):
+        rows, values = proposal(0, t)
+        worker.announce(t, rows, values, n=10, loss=0.5)
+    # decision 0 includes step 0; step 1 was stored after the last decision (the stop)
+    included = Included(0, 0, 0, keys.delta(0, 0, 0), 10, -1)
+    worker.replica.apply(Decision(0, (included,)))
+    worker.discard_undecided()
+    assert store.exists(keys.delta(0, 0, 0))  # decided: the driver's clean-up owns it
+    assert not store.exists(keys.delta(1, 0, 0))
+    assert worker.replica.own == {}
+    worker.discard_undecided()  # nothing left to delete: no error
+    worker.save_state({"m": np.zeros(3)}, {"next_t": 2})
+    worker.discard_state()
+    assert worker.load_state() is None
+    worker.close()
