@@ -195,7 +195,10 @@ class _Batches:
     """
 
     def __init__(
-        self, ds: StoredDataset, spec: WorkerSpec, columns: npt.NDArray[np.int64] | None = None
+        self,
+        ds: StoredDataset,
+        spec: WorkerSpec,
+        columns: npt.NDArray[np.integer[Any]] | None = None,
     ) -> None:
         self.ds = ds
         self.spec = spec
@@ -405,7 +408,7 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
         # deleted) what we wrote, or we see the run over here and delete it ourselves
         if sw.stopped or not sw.run_active():
             sw.discard_undecided()
-            if status == "budget" and not sw.run_active():
+            if status == "budget":  # the run ended meanwhile: no next generation resumes
                 sw.discard_state()
         sw.leave(t, status)
         summary.update(
