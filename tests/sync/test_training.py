@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +15,9 @@ import pytest
 import faasml
 from faasml.algorithms._worker import FAULT_EXIT_CODE, run_worker
 from faasml.algorithms.sparse_lr import SparseLogisticRegression
+from faasml.data import upload_dataset
 from faasml.datasets import digits
+from faasml.sync import Decision, RunKeys
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +138,35 @@ def test_an_invocation_starting_after_the_run_leaves_nothing(
     late = cloud.submit(run_worker, model.specs[-1]).result(timeout=30)
     assert late["status"] == "gone" and late["steps"] == 0
     assert list(cloud.storage.list(prefix)) == []  # its claim was withdrawn
+
+
+def test_a_worker_storing_a_delta_as_the_run_ends_deletes_it(
+    cloud: faasml.Cloud, odd_even: Any
+) -> None:
+    # the driver's clean-up can list the run's objects before a worker it does not wait for
+    # (a platform duplicate) stores its last delta: that worker must remove the delta itself
+    X_tr, y_tr, _, _ = odd_even
+    stored = upload_dataset(cloud.storage, X_tr, y_tr, name="late-writer", batch_size=128)
+    model = RecordingLR(workers=1, epochs=1, l2=0.0, progress=False)
+    model.specs = []
+    model.fit(stored, cloud=cloud)
+    spec = dataclasses.replace(model.specs[-1], gen=99, start_t=0, generation_seconds=60.0)
+    keys = RunKeys(spec.prefix, spec.run)
+    try:
+        cloud.storage.put(keys.active, b"")  # as far as the invocation can tell, the run goes on
+        future = cloud.submit(run_worker, spec)
+        deadline = time.monotonic() + 30
+        while not cloud.storage.exists(keys.delta(0, 0, 99)):
+            assert time.monotonic() < deadline and not future.done()
+            time.sleep(0.01)
+        # the run ends: its marker goes, then the final decision stops the worker
+        cloud.storage.delete(keys.active)
+        cloud.pubsub.publish(keys.down_topic, Decision(0, (), stop=True).encode())
+        assert future.result(timeout=30)["status"] == "stopped"
+        assert list(cloud.storage.list(f"{keys.prefix}/deltas/")) == []
+    finally:
+        cloud.storage.delete_prefix(keys.prefix + "/")
+        cloud.storage.delete_prefix("datasets/late-writer/")
 
 
 def test_ssp_respects_the_staleness_bound(cloud: faasml.Cloud, odd_even: Any) -> None:
