@@ -87,8 +87,14 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
     model.add_argument("--learning-rate", type=float, help="base step size")
     model.add_argument("--optimizer", choices=["sgd", "momentum", "adagrad", "adam"])
     model.add_argument("--l2", type=float, help="L2 penalty on the mean loss")
-    model.add_argument("--sync", choices=["bsp", "ssp", "asp"], help="synchronization mode")
-    model.add_argument("--staleness", type=int, help="SSP bound, in rounds")
+    model.add_argument(
+        "--sync",
+        choices=["bsp", "ssp", "asp"],
+        help="bsp (default): every round waits for every worker, so a seed gives one model; "
+        "ssp: a worker may run --staleness rounds ahead (ssp with 1 is faster, not "
+        "reproducible with 2+ workers); asp: never wait",
+    )
+    model.add_argument("--staleness", type=int, help="how many rounds ahead ssp lets a worker run")
     model.add_argument(
         "--local-steps",
         type=int,
