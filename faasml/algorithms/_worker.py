@@ -203,6 +203,7 @@ class _Batches:
         self.ds = ds
         self.spec = spec
         self.columns = columns
+        self.n_columns = spec.shape[0] - 1  # the model's rows, the intercept's aside
         self.first = spec.train_ids[0]
         self.n_batches = spec.train_ids[1] - spec.train_ids[0]
         self.cache: dict[int, tuple[Any, npt.NDArray[Any]]] = {}
@@ -242,7 +243,7 @@ class _Batches:
         X, y = batch
         X = X if sp.issparse(X) else sp.csr_matrix(X)
         if self.columns is not None:
-            X = renumber_columns(X, self.columns)
+            X = renumber_columns(X, self.columns, self.n_columns)
         size = y.nbytes + (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes)
         if self.cached_bytes + size <= self.spec.cache_bytes:
             self.cache[i] = (X, y)

@@ -296,10 +296,17 @@ def column_positions(columns: IntArray, n_features: int) -> npt.NDArray[np.int32
     return position
 
 
-def renumber_columns(X: Matrix, position: npt.NDArray[np.integer[Any]]) -> sp.csr_matrix:
+def renumber_columns(
+    X: Matrix, position: npt.NDArray[np.integer[Any]], n_columns: int | None = None
+) -> sp.csr_matrix:
     """``X`` (CSR or dense) with column ``j`` moved to ``position[j]``; the entries of columns
-    whose position is ``-1`` are dropped (their weights are 0, so they change no score)."""
-    n_columns = int(position.max()) + 1 if position.size else 0
+    whose position is ``-1`` are dropped (their weights are 0, so they change no score).
+
+    :param n_columns: columns of the result (``None``: ``position.max() + 1``, a pass over
+        ``position`` that callers renumbering many batches should make once).
+    """
+    if n_columns is None:
+        n_columns = int(position.max()) + 1 if position.size else 0
     C = sp.csr_matrix(X)
     new = position[C.indices]
     keep = new >= 0

@@ -44,6 +44,8 @@ def test_renumber_columns_moves_values_and_drops_unused_columns() -> None:
     assert out.shape == (3, 2)
     np.testing.assert_array_equal(out.toarray(), X.toarray()[:, [0, 4]])
     assert out.nnz == 4  # the explicit zero of the unused column is gone
+    given = renumber_columns(X, position, n_columns=2)  # what batch readers pass, computed once
+    assert given.shape == (3, 2) and (given != out).nnz == 0
     # a dense matrix and non-zeros in unused columns (a test set) are handled too
     dense = np.array([[5.0, 6.0, 7.0, 0.0, 8.0]])
     np.testing.assert_array_equal(renumber_columns(dense, position).toarray(), [[5.0, 8.0]])
