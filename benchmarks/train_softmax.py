@@ -8,7 +8,7 @@ on the identical matrices, then faasml's default
 
 Usage::
 
-    python benchmarks/train_softmax.py [--repeat 3] [--workers 1,2] [--local-steps K]
+    python benchmarks/train_softmax.py [--repeat 3] [--workers 1,2] [--local-steps K] [--ssp K]
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument(
         "--local-steps", type=int, help="the estimator's local_steps (default: its own)"
+    )
+    parser.add_argument(
+        "--ssp", type=int, metavar="K", help="also fit with sync='ssp', staleness=K and compare"
     )
     args = parser.parse_args()
     from faasml.algorithms import SoftmaxRegression
