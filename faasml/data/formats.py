@@ -461,24 +461,52 @@ def load_csv(
     delimiter: str = "auto",
     sparse: bool = False,
     dtype: npt.DTypeLike = np.float64,
+    categorical: Literal["auto"] | Sequence[int | str] = "auto",
+    hash_features: int = 2**18,
 ) -> tuple[Matrix, np.ndarray]:
-    """Load a numeric CSV file; one column holds the label, every other column is a feature.
+    """Load a CSV file; one column holds the label, every other column is a feature.
+
+    Numeric columns become features as they are. Categorical columns (such as ``city`` holding
+    ``paris``, ``rome`` ...) go through the hashing trick: each cell becomes the token
+    ``"<column name>=<value>"`` hashed (:class:`~faasml.data.FeatureHasher`) into one of
+    ``hash_features`` extra 0/1 columns. ``X`` then is CSR with the numeric columns first, and
+    since hashing needs no vocabulary, a test file with the same columns lines up with the
+    training file.
 
     :param label_column: position (negative counts from the end) or header name of the label.
+        Numeric labels are returned as float64; other labels (``"yes"``, ``">50K"``) as strings,
+        which the estimators accept as class names.
     :param header: whether the first row is a header; ``"auto"`` treats it as one when any of its
         cells is not a number.
     :param delimiter: the field separator; ``"auto"`` picks the one of ``,`` ``;`` tab ``|``
         that splits the first lines into the same, largest number of columns (``,`` on a tie).
     :param sparse: return ``X`` as CSR (explicit zeros dropped) instead of a dense array.
-    :returns: ``(X, y)`` with ``y`` float64.
+    :param dtype: dtype of ``X``.
+    :param categorical: the categorical feature columns, by header name or position; ``"auto"``
+        takes every column in which most non-empty cells are not numbers (so a stray typo in a
+        numeric column is still reported, not turned into categories). An empty cell of a
+        categorical column is a category of its own.
+    :param hash_features: columns the categorical tokens are hashed into.
+    :returns: ``(X, y)``.
     :raises DataFormatError: a row with a different number of columns than the first (naming the
-        line and the expected and found counts), a non-numeric or empty cell (naming line and
-        column), or a ``label_column`` the file does not have.
-    :raises ConfigurationError: ``header`` is not a bool or ``"auto"``, or a label name is given
-        with ``header=False``.
+        line and the expected and found counts), a non-numeric or empty cell in a numeric column
+        or an empty label (naming line and column), or a ``label_column`` or ``categorical``
+        column the file does not have.
+    :raises ConfigurationError: ``header`` is not a bool or ``"auto"``, a label name is given
+        with ``header=False``, the label column is listed as categorical, or ``hash_features``
+        is not a positive integer.
     """
     if header not in (True, False, "auto"):
         raise ConfigurationError(f"header must be True, False or 'auto', got {header!r}")
+    if not isinstance(categorical, str | Sequence) or (
+        isinstance(categorical, str) and categorical != "auto"
+    ):
+        raise ConfigurationError(
+            f"categorical must be 'auto' or a list of column names or positions, got "
+            f"{categorical!r}"
+        )
+    if isinstance(hash_features, bool) or not isinstance(hash_features, int) or hash_features < 1:
+        raise ConfigurationError(f"hash_features must be a positive integer, got {hash_features!r}")
     if isinstance(label_column, str) and header is False:
         raise ConfigurationError(
             f"label_column={label_column!r} is a column name but header=False; pass a position"
@@ -497,7 +525,7 @@ def load_csv(
         linenos.append(reader.line_num)
     if not rows:
         return _empty_csv(sparse, dtype)
-    has_header = header is True or (header == "auto" and not _all_numeric(rows[0]))
+    has_header = header is True or (header == "auto" and _looks_like_header(rows))
     names: list[str] | None = [c.strip() for c in rows[0]] if has_header else None
     n_cols = len(rows[0])
     for row, lineno in zip(rows, linenos, strict=True):
@@ -507,22 +535,126 @@ def load_csv(
                 f"found {len(row)}"
             )
     label_pos = _label_position(name, label_column, names, n_cols)
+    if n_cols == 1 and len(rows) > has_header:
+        raise DataFormatError(
+            f"{name}: every row has a single column, so there is no feature; is the delimiter "
+            f"{delimiter!r} the file's?"
+        )
     data_rows = rows[1:] if has_header else rows
     data_lines = linenos[1:] if has_header else linenos
     if not data_rows:
         return _empty_csv(sparse, dtype, n_cols - 1)
     cells = np.empty((len(data_rows), n_cols), dtype=object)
     cells[:] = data_rows
-    try:
-        values = cells.astype(np.float64)
-    except ValueError:
-        _locate_csv_error(name, data_rows, data_lines, names)
-        raise DataFormatError(f"{name}: non-numeric cell (could not locate it)") from None
-    y = values[:, label_pos].copy()
-    X = np.delete(values, label_pos, axis=1).astype(dtype, copy=False)
+    features = [j for j in range(n_cols) if j != label_pos]
+    values: npt.NDArray[np.float64] | None = None
+    if categorical == "auto":
+        try:
+            values = cells[:, features].astype(np.float64)  # all numbers: one pass, in C
+            hashed: list[int] = []
+        except ValueError:
+            hashed = [j for j in features if _mostly_text(cells[:, j])]
+    else:
+        hashed = _categorical_positions(name, categorical, names, n_cols, label_pos)
+    numeric = [j for j in features if j not in hashed]
+    y = _csv_labels(name, cells[:, label_pos], data_lines, label_pos, names)
+    if values is None:
+        try:
+            values = cells[:, numeric].astype(np.float64)
+        except ValueError:
+            _locate_csv_error(name, data_rows, data_lines, names, numeric)
+            raise DataFormatError(f"{name}: non-numeric cell (could not locate it)") from None
+    X = values.astype(dtype, copy=False)
+    if hashed:
+        from faasml.data.features import FeatureHasher  # features imports this module
+
+        tokens = FeatureHasher(hash_features).transform_fields(
+            {_column_name(j, names): np.array([c.strip() for c in cells[:, j]]) for j in hashed}
+        )
+        return sp.hstack([sp.csr_matrix(X), tokens.astype(dtype)], format="csr"), y
     if sparse:
         return sp.csr_matrix(X), y
     return X, y
+
+
+def _column_name(position: int, names: list[str] | None) -> str:
+    """The header name of a column, or ``column<n>`` (1-based, as in error messages)."""
+    return names[position] if names is not None else f"column{position + 1}"
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _mostly_text(column: npt.NDArray[Any]) -> bool:
+    """Whether most non-empty cells of a column are not numbers: a categorical column."""
+    try:
+        column.astype(np.float64)  # the common case, in C: every cell is a number
+        return False
+    except ValueError:
+        pass
+    filled = [c for c in column.tolist() if c.strip()]
+    text = sum(1 for c in filled if not _is_number(c))
+    return 2 * text > len(filled)
+
+
+def _categorical_positions(
+    name: str,
+    categorical: Sequence[int | str],
+    names: list[str] | None,
+    n_cols: int,
+    label_pos: int,
+) -> list[int]:
+    positions = []
+    for column in categorical:
+        if isinstance(column, str):
+            if names is None or names.count(column) != 1:
+                raise DataFormatError(
+                    f"{name}: categorical column {column!r} is not a column name of the file"
+                    + (f"; columns are {names}" if names is not None else " (it has no header)")
+                )
+            position = names.index(column)
+        elif isinstance(column, int | np.integer) and -n_cols <= column < n_cols:
+            position = int(column) % n_cols
+        else:
+            raise DataFormatError(
+                f"{name}: categorical column {column!r} is out of range for {n_cols} columns"
+            )
+        if position == label_pos:
+            raise ConfigurationError(
+                f"{name}: column {_column_name(position, names)!r} is the label column; it "
+                "cannot also be a categorical feature"
+            )
+        positions.append(position)
+    return sorted(set(positions))
+
+
+def _csv_labels(
+    name: str,
+    column: npt.NDArray[Any],
+    linenos: list[int],
+    position: int,
+    names: list[str] | None,
+) -> npt.NDArray[Any]:
+    """Numeric labels as float64, class names as strings; an empty label is an error."""
+    try:
+        return column.astype(np.float64)
+    except ValueError:
+        pass
+    for cell, lineno in zip(column.tolist(), linenos, strict=True):
+        if not cell.strip():
+            raise DataFormatError(
+                f"{name}, line {lineno}, column {position + 1}"
+                + (f" ({names[position]!r})" if names is not None else "")
+                + ": the label is missing (an empty cell)"
+            )
+    if not _mostly_text(column):  # a stray word among numbers: a typo, reported as such
+        _locate_csv_error(name, [[c] for c in column.tolist()], linenos, names, [0], position)
+    return np.array([c.strip() for c in column.tolist()])
 
 
 def _empty_csv(
@@ -532,13 +664,30 @@ def _empty_csv(
     return (sp.csr_matrix(X) if sparse else X), np.zeros(0, dtype=np.float64)
 
 
-def _all_numeric(row: Sequence[str]) -> bool:
-    try:
-        for cell in row:
-            float(cell)
-    except ValueError:
+#: data rows the header detection looks at.
+_HEADER_SAMPLE = 200
+
+
+def _looks_like_header(rows: list[list[str]]) -> bool:
+    """Whether the first row names the columns rather than holding data.
+
+    It does when one of its cells is text over a column of numbers (``age`` over ``34``, ``51``),
+    or when all its cells are text that the column below never repeats (``city`` over ``paris``,
+    ``rome``): a data row of categories repeats its values sooner or later.
+    """
+    first, body = rows[0], rows[1:_HEADER_SAMPLE]
+    if all(_is_number(cell) for cell in first):
         return False
-    return True
+    columns = list(zip(*body, strict=False)) if body else [() for _ in first]
+    for cell, column in zip(first, columns, strict=False):
+        if not _is_number(cell) and column and not _mostly_text(np.array(column, dtype=object)):
+            return True
+    if any(_is_number(cell) for cell in first):
+        return not body  # text and numbers mixed over categorical columns: a data row
+    return all(
+        cell.strip() not in {c.strip() for c in column}
+        for cell, column in zip(first, columns, strict=False)
+    )
 
 
 def _label_position(
@@ -565,19 +714,28 @@ def _label_position(
 
 
 def _locate_csv_error(
-    name: str, rows: list[list[str]], linenos: list[int], names: list[str] | None
+    name: str,
+    rows: list[list[str]],
+    linenos: list[int],
+    names: list[str] | None,
+    columns: Sequence[int] | None = None,
+    offset: int = 0,
 ) -> None:
+    """Raise for the first non-numeric cell among ``columns`` (default: all) of ``rows``.
+
+    :param offset: added to a column's position in ``rows`` to give its position in the file.
+    """
     for row, lineno in zip(rows, linenos, strict=True):
-        for col, cell in enumerate(row):
-            try:
-                float(cell)
-            except ValueError:
-                label = f" ({names[col]!r})" if names is not None else ""
+        for col in columns if columns is not None else range(len(row)):
+            cell = row[col]
+            if not _is_number(cell):
+                at = col + offset
+                label = f" ({names[at]!r})" if names is not None else ""
                 found = "an empty cell" if not cell.strip() else repr(cell)
                 raise DataFormatError(
-                    f"{name}, line {lineno}, column {col + 1}{label}: expected a number, "
+                    f"{name}, line {lineno}, column {at + 1}{label}: expected a number, "
                     f"found {found}"
-                ) from None
+                )
 
 
 # --------------------------------------------------------------------------- NPZ

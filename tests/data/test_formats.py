@@ -481,7 +481,9 @@ def test_csv_detection_does_not_hide_a_ragged_row(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"line 2: expected 3 columns .* found 2"):
         load_csv(path)
     # an explicit delimiter is taken as given
-    with pytest.raises(DataFormatError, match="expected a number"):
+    with pytest.raises(
+        DataFormatError, match="single column, so there is no feature; is the delim"
+    ):
         load_csv(write(tmp_path, "1;2;3\n4;5;6\n", "semi.csv"), delimiter=",")
 
 
@@ -511,3 +513,86 @@ def test_file_format_by_extension(path: str, kind: str) -> None:
     from faasml.data.formats import file_format
 
     assert file_format(path) == kind
+
+
+PEOPLE = "age,city,income,label\n34,paris,51.5,yes\n51,rome,38.0,no\n29, paris ,62.25,yes\n"
+
+
+def test_csv_categorical_columns_are_hashed_after_the_numeric_ones(tmp_path: Path) -> None:
+    from faasml.data import FeatureHasher
+
+    X, y = load_csv(write(tmp_path, PEOPLE, "people.csv"), "label", hash_features=64)
+    assert sp.issparse(X) and X.shape == (3, 2 + 64)
+    dense = X.toarray()
+    np.testing.assert_array_equal(dense[:, :2], [[34, 51.5], [51, 38.0], [29, 62.25]])
+    hasher = FeatureHasher(64)
+    for row, city in enumerate(["paris", "rome", "paris"]):  # cells are stripped
+        expected = np.zeros(64)
+        expected[hasher.column(f"city={city}")] = 1.0
+        np.testing.assert_array_equal(dense[row, 2:], expected)
+    assert y.tolist() == ["yes", "no", "yes"]  # class names, as the estimators take them
+    # hashing needs no vocabulary: another file with the same columns lines up
+    X2, _ = load_csv(write(tmp_path, "age,city,income,label\n40,rome,1,no\n", "t.csv"), "label")
+    X1, _ = load_csv(write(tmp_path, PEOPLE, "again.csv"), "label")
+    assert X2.shape[1] == X1.shape[1] == 2 + 2**18
+    np.testing.assert_array_equal(X2[0, 2:].nonzero()[1], X1[1, 2:].nonzero()[1])
+
+
+def test_csv_categorical_columns_named_or_numbered(tmp_path: Path) -> None:
+    text = "zip,age,y\n75001,30,1\n00184,40,0\n75001,50,1\n"
+    path = write(tmp_path, text, "zip.csv")
+    X, y = load_csv(path, "y")  # zip codes look like numbers: numeric unless named
+    assert not sp.issparse(X) and X.shape == (3, 2)
+    by_name, y2 = load_csv(path, "y", categorical=["zip"], hash_features=16)
+    by_position, _ = load_csv(path, "y", categorical=[0], hash_features=16)
+    assert by_name.shape == (3, 1 + 16) and (by_name != by_position).nnz == 0
+    np.testing.assert_array_equal(by_name[:, 0].toarray().ravel(), [30, 40, 50])
+    tokens = by_name[:, 1:]
+    assert (tokens[0] != tokens[2]).nnz == 0 and (tokens[0] != tokens[1]).nnz > 0
+    assert y2.dtype == np.float64 and y2.tolist() == [1.0, 0.0, 1.0]
+    # an empty categorical cell is a category of its own; without a header columns are numbered
+    # (a first row of categories and numbers is data: it names no column of numbers)
+    X3, _ = load_csv(write(tmp_path, "a,1\n,0\nb,1\n", "nohead.csv"), categorical=[0])
+    assert X3.shape == (3, 2**18) and X3.nnz == 3 and len(set(X3.indices.tolist())) == 3
+
+
+def test_csv_categorical_and_label_problems(tmp_path: Path) -> None:
+    path = write(tmp_path, PEOPLE, "people.csv")
+    with pytest.raises(DataFormatError, match=r"categorical column 'town' is not a column name"):
+        load_csv(path, "label", categorical=["town"])
+    with pytest.raises(DataFormatError, match="categorical column 9 is out of range for 4"):
+        load_csv(path, "label", categorical=[9])
+    with pytest.raises(ConfigurationError, match="'label' is the label column"):
+        load_csv(path, "label", categorical=["label"])
+    with pytest.raises(ConfigurationError, match="categorical must be 'auto' or a list"):
+        load_csv(path, "label", categorical="city")
+    with pytest.raises(ConfigurationError, match="hash_features must be a positive integer"):
+        load_csv(path, "label", hash_features=0)
+    missing = write(tmp_path, "a,label\n1,yes\n2,\n", "nolabel.csv")
+    with pytest.raises(DataFormatError) as info:
+        load_csv(missing, "label")
+    assert (
+        str(info.value)
+        == f"{missing}, line 3, column 2 ('label'): the label is missing (an empty cell)"
+    )
+    # a stray word among numeric labels is a typo to report, not a class name
+    typo = write(tmp_path, "a,label\n1,0\n2,1\n3,O\n", "typo.csv")
+    with pytest.raises(DataFormatError) as info:
+        load_csv(typo, "label")
+    assert str(info.value) == f"{typo}, line 4, column 2 ('label'): expected a number, found 'O'"
+
+
+@pytest.mark.parametrize(
+    ("text", "header"),
+    [
+        ("age,city,y\n34,paris,yes\n51,rome,no\n", True),  # a name over numbers
+        ("city,y\nparis,yes\nrome,no\n", True),  # names the columns never repeat
+        ("paris,yes\nrome,no\nparis,no\n", False),  # categories repeat: data
+        ("paris,1\nrome,0\n", False),  # categories and numbers: data
+        ("1,2\n3,4\n", False),
+    ],
+)
+def test_csv_header_detection(tmp_path: Path, text: str, header: bool) -> None:
+    X, _ = load_csv(write(tmp_path, text, "h.csv"))
+    body_rows = text.count("\n") - int(header)
+    assert X.shape[0] == body_rows
