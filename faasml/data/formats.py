@@ -887,6 +887,22 @@ def load(path: PathLike, **kwargs: Any) -> tuple[Matrix, np.ndarray]:
 # --------------------------------------------------------------------------- validation
 
 
+def _not_numeric(X: npt.NDArray[Any], columns: Any) -> str:
+    """Say which column of ``X`` holds the first value that is not a number, and what to do."""
+    for j in range(X.shape[1]):
+        for i, value in enumerate(X[:, j].tolist()):
+            try:
+                float(value)
+            except (ValueError, TypeError):
+                name = f" ({columns[j]!r})" if columns is not None and j < len(columns) else ""
+                return (
+                    f"X must hold numbers, but column {j}{name} holds {value!r} (row {i}); "
+                    "for categories, hash them into columns with faasml.data.FeatureHasher "
+                    "(load_csv does that for text columns of a CSV file)"
+                )
+    return f"X must hold numbers, found dtype {X.dtype}"
+
+
 def _check_lengths(n_rows: int, y: np.ndarray) -> None:
     if y.ndim != 1:
         raise DataFormatError(
@@ -925,6 +941,7 @@ def check_xy(
         if not np.issubdtype(Xv.dtype, np.floating):
             Xv = Xv.astype(np.float64)
     else:
+        columns = getattr(X, "columns", None)  # a pandas DataFrame's column names
         Xv = np.asarray(X)
         if Xv.ndim != 2:
             raise DataFormatError(
@@ -935,7 +952,7 @@ def check_xy(
             try:
                 Xv = Xv.astype(np.float64)
             except (ValueError, TypeError):
-                raise DataFormatError(f"X must hold numbers, found dtype {Xv.dtype}") from None
+                raise DataFormatError(_not_numeric(Xv, columns)) from None
     yv = np.asarray(y)
     _check_lengths(Xv.shape[0], yv)
     if Xv.shape[0] == 0 or Xv.shape[1] == 0:

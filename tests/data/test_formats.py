@@ -439,7 +439,7 @@ def test_check_xy_rejections() -> None:
         check_xy(np.zeros((3, 2)), np.zeros((3, 1)))
     with pytest.raises(DataFormatError, match="X must be 2-D"):
         check_xy(np.zeros(3), np.zeros(3))
-    with pytest.raises(DataFormatError, match="X must hold numbers"):
+    with pytest.raises(DataFormatError, match=r"column 0 holds 'a' \(row 0\); for categories"):
         check_xy(np.array([["a", "b"]]), [1])
     with pytest.raises(DataFormatError, match="y must hold numbers"):
         check_xy(np.eye(2), np.array(["a", "b"]))
@@ -596,3 +596,16 @@ def test_csv_header_detection(tmp_path: Path, text: str, header: bool) -> None:
     X, _ = load_csv(write(tmp_path, text, "h.csv"))
     body_rows = text.count("\n") - int(header)
     assert X.shape[0] == body_rows
+
+
+def test_a_text_column_of_a_data_frame_is_named_with_what_to_do() -> None:
+    import pandas as pd  # the test extra installs it (through faasml[datasets])
+
+    frame = pd.DataFrame({"age": [30, 40], "city": ["paris", "rome"]})
+    with pytest.raises(DataFormatError) as info:
+        check_xy(frame, [0, 1])
+    assert str(info.value) == (
+        "X must hold numbers, but column 1 ('city') holds 'paris' (row 0); for categories, hash "
+        "them into columns with faasml.data.FeatureHasher (load_csv does that for text columns "
+        "of a CSV file)"
+    )
