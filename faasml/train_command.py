@@ -70,7 +70,12 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
         help="hold out the file's last rows (keeps time order) or a random share (seeded by "
         "--seed)",
     )
-    parser.add_argument("--n-features", type=int, help="feature count of LIBSVM files")
+    parser.add_argument(
+        "--n-features",
+        type=int,
+        help="LIBSVM files: their feature count; CSV files: how many columns the text "
+        "(categorical) columns are hashed into (default: 2^18)",
+    )
     parser.add_argument(
         "--label-column",
         help="CSV label column: a header name or a position (default: -1, the last)",
@@ -161,8 +166,14 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
     def read(path: str) -> tuple[Any, Any]:
         kind = file_format(path)
         options: dict[str, Any] = {}
-        if args.n_features and kind == "libsvm":
-            options["n_features"] = args.n_features
+        if args.n_features:
+            if kind == "npz":
+                raise ConfigurationError(
+                    f"--n-features applies to LIBSVM and CSV files; {path} is an .npz file, "
+                    "whose matrix has its own width"
+                )
+            # LIBSVM: the width of the matrix; CSV: the columns categories are hashed into
+            options["n_features" if kind == "libsvm" else "hash_features"] = args.n_features
         if args.label_column is not None:
             if kind != "csv":
                 raise ConfigurationError(

@@ -237,3 +237,20 @@ def test_sparse_lr_on_a_csv_with_a_categorical_column_and_named_classes(
     assert accuracy > 0.8  # the city decides 90% of the labels
     auc = float(next(line for line in out.splitlines() if "AUC" in line).split()[-1])
     assert auc > 0.8
+
+
+def test_n_features_sets_the_hashed_width_of_a_csv_and_is_refused_for_npz(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = tmp_path / "train.csv"
+    people_csv(train, 300, 2)
+    args = ["train", "sparse-lr", "--data", str(train), "--label-column", "bought"]
+    assert cli.main([*args, "--n-features", "64", "--epochs", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^features used +\d of 66$", out, re.MULTILINE)  # age, income + 64
+    npz = tmp_path / "d.npz"
+    from faasml.data import save_npz
+
+    save_npz(npz, np.eye(4), np.array([0, 1, 0, 1]))
+    assert cli.main(["train", "sparse-lr", "--data", str(npz), "--n-features", "8"]) == 2
+    assert "--n-features applies to LIBSVM and CSV files" in capsys.readouterr().err
