@@ -12,7 +12,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from faasml.errors import ConfigurationError, DivergenceError, MissingDependencyError
+from faasml.errors import (
+    ConfigurationError,
+    DataFormatError,
+    DivergenceError,
+    MissingDependencyError,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -41,7 +46,8 @@ hashed features, needs faasml[datasets]; digits: scikit-learn's 8x8 digits) or a
 (.svm/.libsvm/.txt LIBSVM, .csv/.tsv with the label in the last column or in
 --label-column, .npz; a trailing .gz is fine). In a CSV, text columns such as
 a city are categorical: hashed into 2^18 extra 0/1 columns; labels may be
-numbers or names (yes/no). Without --test-data, the last
+numbers or names (yes/no); --missing indicator reads missing numbers as 0
+plus a flag. Without --test-data, the last
 --test-fraction of a file's rows is held out (--split random: a random share).
 """
 
@@ -79,6 +85,12 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
     parser.add_argument(
         "--label-column",
         help="CSV label column: a header name or a position (default: -1, the last)",
+    )
+    parser.add_argument(
+        "--missing",
+        choices=["error", "indicator"],
+        help="CSV missing numbers (empty, NA, ?): report them (error, the default), or read "
+        "them as 0 plus a per-column missing flag (indicator)",
     )
     parser.add_argument("--provider", default=None, help="function provider (default: local)")
     parser.add_argument("--storage", help="object store (default: the provider's)")
@@ -129,6 +141,7 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
             flag
             for flag, given in (
                 ("--label-column", args.label_column is not None),
+                ("--missing", args.missing is not None),
                 ("--split", args.split != "last"),
                 ("--test-data", args.test_data is not None),
             )
@@ -174,6 +187,13 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
                 )
             # LIBSVM: the width of the matrix; CSV: the columns categories are hashed into
             options["n_features" if kind == "libsvm" else "hash_features"] = args.n_features
+        if args.missing is not None:
+            if kind != "csv":
+                raise ConfigurationError(
+                    f"--missing applies to CSV files; {path} is not one (LIBSVM and .npz files "
+                    "have no missing-value cells)"
+                )
+            options["missing"] = args.missing
         if args.label_column is not None:
             if kind != "csv":
                 raise ConfigurationError(
@@ -182,7 +202,12 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
                 )
             label = args.label_column
             options["label_column"] = int(label) if label.lstrip("-").isdigit() else label
-        return load(path, **options)
+        try:
+            return load(path, **options)
+        except DataFormatError as exc:
+            if "missing='indicator'" in str(exc):
+                raise DataFormatError(f"{exc} (here: --missing indicator)") from None
+            raise
 
     X, y = read(args.data)
     if args.test_data:

@@ -254,3 +254,23 @@ def test_n_features_sets_the_hashed_width_of_a_csv_and_is_refused_for_npz(
     save_npz(npz, np.eye(4), np.array([0, 1, 0, 1]))
     assert cli.main(["train", "sparse-lr", "--data", str(npz), "--n-features", "8"]) == 2
     assert "--n-features applies to LIBSVM and CSV files" in capsys.readouterr().err
+
+
+def test_missing_numbers_in_a_csv_become_indicators_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = tmp_path / "train.csv"
+    people_csv(train, 300, 3)
+    lines = train.read_text().splitlines()
+    for i in range(1, len(lines), 7):  # every 7th income is missing
+        age, city, _, bought = lines[i].split(",")
+        lines[i] = f"{age},{city},,{bought}"
+    train.write_text("\n".join(lines) + "\n")
+    args = ["train", "sparse-lr", "--data", str(train), "--epochs", "2", "--no-progress"]
+    assert cli.main(args) == 2
+    assert "reads it as 0 plus a flag) (here: --missing indicator)" in capsys.readouterr().err
+    assert cli.main([*args, "--missing", "indicator"]) == 0
+    # age, income, four cities and the income-missing flag
+    assert re.search(r"^features used +7 of 262,146$", capsys.readouterr().out, re.MULTILINE)
+    assert cli.main(["train", "sparse-lr", "--data", "digits", "--missing", "indicator"]) == 2
+    assert "--missing only applies to data files" in capsys.readouterr().err

@@ -463,6 +463,7 @@ def load_csv(
     dtype: npt.DTypeLike = np.float64,
     categorical: Literal["auto"] | Sequence[int | str] = "auto",
     hash_features: int = 2**18,
+    missing: Literal["error", "indicator"] = "error",
 ) -> tuple[Matrix, np.ndarray]:
     """Load a CSV file; one column holds the label, every other column is a feature.
 
@@ -487,6 +488,11 @@ def load_csv(
         numeric column is still reported, not turned into categories). An empty cell of a
         categorical column is a category of its own.
     :param hash_features: columns the categorical tokens are hashed into.
+    :param missing: what a missing value in a numeric column is: an empty cell, ``NA``,
+        ``N/A``, ``NaN``, ``null``, ``None`` or ``?``. ``"error"`` reports the first one
+        (``NaN`` is passed on, and ``fit`` refuses it); ``"indicator"`` makes it 0 and sets a
+        hashed ``"<column name>=<missing>"`` column, so the model learns what a missing value
+        means for that column.
     :returns: ``(X, y)``.
     :raises DataFormatError: a row with a different number of columns than the first (naming the
         line and the expected and found counts), a non-numeric or empty cell in a numeric column
@@ -507,6 +513,9 @@ def load_csv(
         )
     if isinstance(hash_features, bool) or not isinstance(hash_features, int) or hash_features < 1:
         raise ConfigurationError(f"hash_features must be a positive integer, got {hash_features!r}")
+    if missing not in ("error", "indicator"):
+        raise ConfigurationError(f"missing must be 'error' or 'indicator', got {missing!r}")
+    indicate = missing == "indicator"
     if isinstance(label_column, str) and header is False:
         raise ConfigurationError(
             f"label_column={label_column!r} is a column name but header=False; pass a position"
@@ -553,28 +562,67 @@ def load_csv(
             values = cells[:, features].astype(np.float64)  # all numbers: one pass, in C
             hashed: list[int] = []
         except ValueError:
-            hashed = [j for j in features if _mostly_text(cells[:, j])]
+            hashed = [j for j in features if _mostly_text(cells[:, j], skip_missing=indicate)]
     else:
         hashed = _categorical_positions(name, categorical, names, n_cols, label_pos)
     numeric = [j for j in features if j not in hashed]
     y = _csv_labels(name, cells[:, label_pos], data_lines, label_pos, names)
     if values is None:
+        block = cells[:, numeric]
+        if indicate:
+            # a missing marker reads as NaN here, and becomes 0 plus its indicator below
+            block = np.where(_missing_cells(block), "nan", block)
         try:
-            values = cells[:, numeric].astype(np.float64)
+            values = block.astype(np.float64)
         except ValueError:
-            _locate_csv_error(name, data_rows, data_lines, names, numeric)
+            _locate_csv_error(name, data_rows, data_lines, names, numeric, allow_missing=indicate)
             raise DataFormatError(f"{name}: non-numeric cell (could not locate it)") from None
+    absent = np.isnan(values) if indicate else None
+    if absent is not None and absent.any():
+        values = np.where(absent, 0.0, values)
+    else:
+        absent = None
     X = values.astype(dtype, copy=False)
-    if hashed:
+    if hashed or absent is not None:
         from faasml.data.features import FeatureHasher  # features imports this module
 
-        tokens = FeatureHasher(hash_features).transform_fields(
-            {_column_name(j, names): np.array([c.strip() for c in cells[:, j]]) for j in hashed}
-        )
-        return sp.hstack([sp.csr_matrix(X), tokens.astype(dtype)], format="csr"), y
+        hasher = FeatureHasher(hash_features)
+        tokens = sp.csr_matrix((len(data_rows), hash_features), dtype=dtype)
+        if hashed:
+            tokens = hasher.transform_fields(
+                {_column_name(j, names): np.array([c.strip() for c in cells[:, j]]) for j in hashed}
+            ).astype(dtype)
+        if absent is not None:
+            rows_at, cols_at = np.nonzero(absent)
+            flags = sp.csr_matrix(
+                (
+                    np.ones(rows_at.size, dtype=dtype),
+                    (
+                        rows_at,
+                        [
+                            hasher.column(f"{_column_name(numeric[c], names)}=<missing>")
+                            for c in cols_at
+                        ],
+                    ),
+                ),
+                shape=tokens.shape,
+            )
+            tokens = tokens + flags
+            tokens.data[:] = 1.0  # two tokens hashing to one column still make a 0/1 feature
+        return sp.hstack([sp.csr_matrix(X), tokens], format="csr"), y
     if sparse:
         return sp.csr_matrix(X), y
     return X, y
+
+
+#: how a missing value is written in a numeric column (compared stripped and lower-cased).
+_MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+
+
+def _missing_cells(block: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Which cells of an object array of strings are missing values."""
+    flat = [cell.strip().lower() in _MISSING_MARKERS for cell in block.ravel().tolist()]
+    return np.array(flat, dtype=bool).reshape(block.shape)
 
 
 def _column_name(position: int, names: list[str] | None) -> str:
@@ -590,14 +638,18 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _mostly_text(column: npt.NDArray[Any]) -> bool:
-    """Whether most non-empty cells of a column are not numbers: a categorical column."""
+def _mostly_text(column: npt.NDArray[Any], *, skip_missing: bool = False) -> bool:
+    """Whether most non-empty cells of a column are not numbers: a categorical column.
+
+    :param skip_missing: also leave out the cells that are missing-value markers (``NA``).
+    """
     try:
         column.astype(np.float64)  # the common case, in C: every cell is a number
         return False
     except ValueError:
         pass
-    filled = [c for c in column.tolist() if c.strip()]
+    skip = _MISSING_MARKERS if skip_missing else frozenset({""})
+    filled = [c for c in column.tolist() if c.strip().lower() not in skip]
     text = sum(1 for c in filled if not _is_number(c))
     return 2 * text > len(filled)
 
@@ -720,21 +772,29 @@ def _locate_csv_error(
     names: list[str] | None,
     columns: Sequence[int] | None = None,
     offset: int = 0,
+    *,
+    allow_missing: bool = False,
 ) -> None:
     """Raise for the first non-numeric cell among ``columns`` (default: all) of ``rows``.
 
     :param offset: added to a column's position in ``rows`` to give its position in the file.
+    :param allow_missing: missing-value markers (``NA``, an empty cell ...) are not at fault.
     """
     for row, lineno in zip(rows, linenos, strict=True):
         for col in columns if columns is not None else range(len(row)):
             cell = row[col]
+            if allow_missing and cell.strip().lower() in _MISSING_MARKERS:
+                continue
             if not _is_number(cell):
                 at = col + offset
                 label = f" ({names[at]!r})" if names is not None else ""
                 found = "an empty cell" if not cell.strip() else repr(cell)
+                hint = ""
+                if cell.strip().lower() in _MISSING_MARKERS:
+                    hint = " (a missing value: missing='indicator' reads it as 0 plus a flag)"
                 raise DataFormatError(
                     f"{name}, line {lineno}, column {at + 1}{label}: expected a number, "
-                    f"found {found}"
+                    f"found {found}{hint}"
                 )
 
 

@@ -284,7 +284,10 @@ def test_csv_non_numeric_and_empty_cells_name_line_and_column(tmp_path: Path) ->
     path = write(tmp_path, "1,2,3\n4,,6\n", "empty.csv")
     with pytest.raises(DataFormatError) as info:
         load_csv(path)
-    assert str(info.value) == f"{path}, line 2, column 2: expected a number, found an empty cell"
+    assert str(info.value) == (
+        f"{path}, line 2, column 2: expected a number, found an empty cell (a missing value: "
+        "missing='indicator' reads it as 0 plus a flag)"
+    )
 
 
 def test_csv_label_column_problems(tmp_path: Path) -> None:
@@ -609,3 +612,33 @@ def test_a_text_column_of_a_data_frame_is_named_with_what_to_do() -> None:
         "them into columns with faasml.data.FeatureHasher (load_csv does that for text columns "
         "of a CSV file)"
     )
+
+
+def test_csv_missing_values_as_zero_plus_an_indicator(tmp_path: Path) -> None:
+    from faasml.data import FeatureHasher
+
+    text = "age,city,income,y\n34,paris,NA,yes\n,rome,38,no\n29,paris,nan,yes\n40,oslo,50,no\n"
+    path = write(tmp_path, text, "missing.csv")
+    with pytest.raises(DataFormatError, match=r"found 'NA' \(a missing value: missing='indicator'"):
+        load_csv(path)
+    X, y = load_csv(path, missing="indicator", hash_features=1024)
+    dense = X.toarray()
+    np.testing.assert_array_equal(dense[:, :2], [[34, 0], [0, 38], [29, 0], [40, 50]])
+    hasher = FeatureHasher(1024)
+    flag = {c: 2 + hasher.column(f"{c}=<missing>") for c in ("age", "income")}
+    assert dense[:, flag["income"]].tolist() == [1, 0, 1, 0]  # NA and NaN alike
+    assert dense[:, flag["age"]].tolist() == [0, 1, 0, 0]
+    assert dense[:, 2 + hasher.column("city=rome")].tolist() == [0, 1, 0, 0]
+    assert y.tolist() == ["yes", "no", "yes", "no"]
+    # a typo next to a missing value is still the error, not the marker
+    typo = write(tmp_path, "a,b,y\nNA,1,0\noops,2,1\n3,4,0\n4,5,1\n", "typo.csv")
+    with pytest.raises(
+        DataFormatError, match=r"line 3, column 1 \('a'\): expected a number, found 'oops'$"
+    ):
+        load_csv(typo, missing="indicator")
+    # a mostly numeric column with many NA cells stays numeric
+    many = write(tmp_path, "a,y\nNA,0\nNA,1\n?,0\n2.5,1\n", "many.csv")
+    X2, _ = load_csv(many, missing="indicator", hash_features=8)
+    assert X2[:, 0].toarray().ravel().tolist() == [0, 0, 0, 2.5]
+    with pytest.raises(ConfigurationError, match="missing must be 'error' or 'indicator'"):
+        load_csv(many, missing="drop")  # type: ignore[arg-type]
