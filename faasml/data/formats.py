@@ -594,17 +594,11 @@ def load_csv(
             ).astype(dtype)
         if absent is not None:
             rows_at, cols_at = np.nonzero(absent)
+            flag_of = np.array(
+                [hasher.column(f"{_column_name(j, names)}=<missing>") for j in numeric]
+            )
             flags = sp.csr_matrix(
-                (
-                    np.ones(rows_at.size, dtype=dtype),
-                    (
-                        rows_at,
-                        [
-                            hasher.column(f"{_column_name(numeric[c], names)}=<missing>")
-                            for c in cols_at
-                        ],
-                    ),
-                ),
+                (np.ones(rows_at.size, dtype=dtype), (rows_at, flag_of[cols_at])),
                 shape=tokens.shape,
             )
             tokens = tokens + flags
