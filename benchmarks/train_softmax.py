@@ -8,7 +8,7 @@ on the identical matrices, then faasml's default
 
 Usage::
 
-    python benchmarks/train_softmax.py [--repeat 3] [--workers 1,2] [--local-steps K] [--ssp K]
+    python benchmarks/train_softmax.py [--repeat 3] [--workers 1,2] [--local-steps K] [--bsp]
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ def main() -> None:
     parser.add_argument(
         "--local-steps", type=int, help="the estimator's local_steps (default: its own)"
     )
-    parser.add_argument(
-        "--ssp", type=int, metavar="K", help="also fit with sync='ssp', staleness=K and compare"
-    )
+    parser.add_argument("--bsp", action="store_true", help="also fit with sync='bsp' and compare")
     args = parser.parse_args()
     from faasml.algorithms import SoftmaxRegression
 

@@ -109,9 +109,9 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
     model.add_argument(
         "--sync",
         choices=["bsp", "ssp", "asp"],
-        help="bsp (default): every round waits for every worker, so a seed gives one model; "
-        "ssp: a worker may run --staleness rounds ahead (ssp with 1 is faster, not "
-        "reproducible with 2+ workers); asp: never wait",
+        help="ssp (default, with --staleness 1): a worker may run --staleness rounds ahead "
+        "of the slowest; bsp: every round waits for every worker, so a seed always gives the "
+        "same model; asp: never wait",
     )
     model.add_argument("--staleness", type=int, help="how many rounds ahead ssp lets a worker run")
     model.add_argument(
