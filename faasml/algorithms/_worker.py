@@ -36,7 +36,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from faasml._rows import add_rows, take_rows
-from faasml.algorithms.base import Objective, Workspace, renumber_columns, sparse_gradient
+from faasml.algorithms.base import Objective, Workspace, renumber_columns
 from faasml.algorithms.optim import make_optimizer
 from faasml.data import BatchIterator, StoredDataset
 from faasml.errors import NotFoundError
@@ -372,10 +372,11 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
                     y_enc: npt.NDArray[Any] = (np.asarray(y) == spec.positive_label).astype(
                         np.float64
                     )
+                elif spec.objective.regression:
+                    y_enc = np.asarray(y, dtype=np.float64)
                 else:
                     y_enc = np.asarray(y).astype(np.int64)
-                loss, rows, grad = sparse_gradient(
-                    spec.objective,
+                loss, rows, grad = spec.objective.gradient(
                     sw.W,
                     X,
                     y_enc,

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -128,6 +128,27 @@ class Objective(abc.ABC):
     @abc.abstractmethod
     def proba(self, Z: FloatArray) -> FloatArray:
         """Class probabilities ``(n, n_classes)`` for scores ``Z``."""
+
+    #: labels are real values (a regression target), not class indices.
+    regression: ClassVar[bool] = False
+
+    def gradient(
+        self,
+        W: FloatArray,
+        X: sp.csr_matrix,
+        y: npt.NDArray[Any],
+        l2: float,
+        workspace: Workspace | None = None,
+        l2_scale: FloatArray | None = None,
+        overlay: Sequence[tuple[IntArray, FloatArray]] = (),
+        offset: FloatArray | None = None,
+    ) -> tuple[float, IntArray, FloatArray]:
+        """Loss and gradient of one minibatch on the rows it touches (:func:`sparse_gradient`)."""
+        return sparse_gradient(self, W, X, y, l2, workspace, l2_scale, overlay, offset)
+
+    def evaluate(self, W: FloatArray, X: Matrix, y: npt.NDArray[Any]) -> float:
+        """Mean loss of weights ``W`` on ``(X, y)`` (held-out evaluations)."""
+        return self.loss(scores(W, X), y)
 
 
 class Workspace:
@@ -558,6 +579,14 @@ class LinearEstimator(abc.ABC):
             not a stored dataset's own values.
         """
 
+    def _default_l2(self, n_train: int) -> float:
+        """``l2`` when it is ``None``: scikit-learn's C = 1, i.e. ``1 / n`` on the mean loss."""
+        return 1.0 / n_train
+
+    def _initial_weights(self, shape: tuple[int, int]) -> FloatArray | None:
+        """Weights training starts from (``None``: zeros, right for a convex linear model)."""
+        return None
+
     @abc.abstractmethod
     def _set_coefficients(self, W: FloatArray) -> None:
         """Set ``coef_`` and ``intercept_`` from the final weights."""
@@ -591,6 +620,13 @@ class LinearEstimator(abc.ABC):
         self._validate_params()
         started = time.monotonic()
         prepared = self._prepare(X, y, X_test, y_test)
+        return self._fit_prepared(prepared, cloud, started)
+
+    def _fit_prepared(
+        self, prepared: _Prepared, cloud: Cloud | str | None, started: float | None = None
+    ) -> Self:
+        """Train on checked data on ``cloud`` (an instance, a provider name or ``None``)."""
+        started = time.monotonic() if started is None else started
         if cloud is not None and not isinstance(cloud, str):
             if not (hasattr(cloud, "function") and hasattr(cloud, "storage")):
                 raise TypeError(
@@ -689,7 +725,7 @@ class LinearEstimator(abc.ABC):
         n_batches = len(dataset.train_ids)
         steps_per_epoch = max(1.0, n_batches / self.workers)
         # scikit-learn's default C = 1 is l2 = 1 / n on the mean loss
-        l2 = float(self.l2) if self.l2 is not None else 1.0 / data.n_train
+        l2 = float(self.l2) if self.l2 is not None else self._default_l2(data.n_train)
         # counting a stored dataset's columns reads all of it: only worth it for the L2 scale
         counts = _feature_counts(data.X, dataset) if l2 > 0 or data.X is not None else None
         columns = compact_columns(counts) if counts is not None else None
@@ -766,7 +802,7 @@ class LinearEstimator(abc.ABC):
         def evaluate(weights: WeightsFn, info: dict[str, Any]) -> dict[str, Any]:
             test_loss = None
             if test_X is not None and y_test is not None:
-                test_loss = objective.loss(scores(weights(test_rows), test_X), y_test)
+                test_loss = objective.evaluate(weights(test_rows), test_X, y_test)
             train_loss = info["train_loss"]
             if train_loss is None:  # no delta since the last entry (e.g. the final one)
                 train_loss = last_train_loss[0]
@@ -806,6 +842,7 @@ class LinearEstimator(abc.ABC):
             average_window=(
                 max(1.0, self.averaging * rounds_per_epoch) if self.averaging > 0 else None
             ),
+            initial=self._initial_weights(shape),
         )
         bar = self._progress_bar(target_samples)
         drawn = [0.0]

@@ -96,6 +96,8 @@ class SyncDriver:
         over about this many decisions (:class:`~faasml.sync.replica.RunningAverage`); the
         evaluations and :meth:`weights` then use the average.
     :param aggregation: ``"sum"`` or ``"mean"``; must match the workers'.
+    :param initial: weights to start from instead of zeros (a factorization must not start at
+        the zero saddle point); stored as the checkpoint of decision -1 that workers load.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class SyncDriver:
         poll_timeout: float = 0.02,
         average_window: float | None = None,
         aggregation: str = "sum",
+        initial: npt.NDArray[np.float64] | None = None,
     ) -> None:
         if n_slots < 1:
             raise ValueError(f"n_slots must be >= 1, got {n_slots}")
@@ -125,6 +128,11 @@ class SyncDriver:
         self.coordinator = coordinator
         self.n_slots = n_slots
         self.replica = Replica(storage, keys, shape, aggregation=aggregation)
+        self._initial = initial is not None
+        if initial is not None:
+            if initial.shape != self.replica.shape:
+                raise ValueError(f"initial weights {initial.shape} do not match {shape}")
+            self.replica.W = np.array(initial, dtype=np.float64)
         self.average = (
             RunningAverage(self.replica, average_window) if average_window is not None else None
         )
@@ -192,6 +200,8 @@ class SyncDriver:
         """
         self._sub = self.pubsub.subscribe(self.keys.up_topic, visibility_timeout=60.0)
         self.storage.put(self.keys.active, b"")
+        if self._initial:
+            self.replica.save_checkpoint()  # decision -1: every worker starts from these weights
         self._updater = threading.Thread(target=self._update_loop, name="faasml-sync-replica")
         self._updater.daemon = True
         self._updater.start()
