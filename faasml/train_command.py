@@ -25,6 +25,7 @@ __all__ = ["add_parser", "run"]
 ALGORITHMS: dict[str, tuple[str, str]] = {
     "sparse-lr": ("SparseLogisticRegression", "binary"),
     "softmax": ("SoftmaxRegression", "multiclass"),
+    "mf": ("MatrixFactorization", "ratings"),
 }
 BUILTIN_DATA = ("flights", "digits")
 #: hyperparameters that suit a built-in data set better than the estimators' defaults (which are
@@ -38,6 +39,7 @@ examples:
   faasml train sparse-lr --data flights --provider local --workers 2
   faasml train softmax --data flights --workers 2 --history hist.json --plot loss.png
   faasml train sparse-lr --data train.svm --test-data test.svm --n-features 262144
+  faasml train mf --data ratings.csv --rank 20 --workers 2
   faasml train sparse-lr --data delays.csv --label-column delayed --split random --scale standard
   faasml train softmax --data digits --provider local --storage redis --pubsub nats
 
@@ -120,8 +122,13 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
         help="minibatch steps a worker takes between two synchronizations (one round)",
     )
     model.add_argument("--max-time", type=float, help="stop after this many seconds")
-    model.add_argument("--target-loss", type=float, help="stop at this held-out log-loss")
+    model.add_argument(
+        "--target-loss",
+        type=float,
+        help="stop at this held-out loss (log-loss; mf: squared error / 2)",
+    )
     model.add_argument("--seed", type=int, help="seed of data order and initialization")
+    model.add_argument("--rank", type=int, help="mf only: factor dimension (default: 10)")
     parser.add_argument(
         "--scale",
         choices=["none", "minmax", "standard"],
@@ -286,6 +293,10 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
         "seed",
     )
     params = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.rank is not None:
+        if args.algorithm != "mf":
+            raise ConfigurationError("--rank applies to mf (matrix factorization) only")
+        params["rank"] = args.rank
     if args.no_progress:
         params["progress"] = False
     return params
@@ -307,6 +318,8 @@ def run(args: argparse.Namespace) -> int:
 
     class_name, task = ALGORITHMS[args.algorithm]
     estimator_cls = getattr(algorithms, class_name)
+    if args.algorithm == "mf":
+        return _run_mf(args, estimator_cls)
     _apply_preset(args)
     params = _hyperparameters(args)
     model = estimator_cls(**params)  # hyperparameters are validated before any data is read
@@ -388,7 +401,99 @@ def _require_matplotlib() -> None:
         ) from exc
 
 
-def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
+def _run_mf(args: argparse.Namespace, estimator_cls: Any) -> int:
+    """``faasml train mf``: factorize a ratings file and print held-out RMSE."""
+    import faasml
+    from faasml.data import load_ratings
+
+    if args.data in BUILTIN_DATA:
+        raise ConfigurationError(
+            f"mf needs a ratings file (rows of user, item, rating), not --data {args.data}"
+        )
+    stray = [
+        flag
+        for flag, given in (
+            ("--label-column", args.label_column is not None),
+            ("--missing", args.missing is not None),
+            ("--n-features", args.n_features is not None),
+            ("--scale", args.scale not in (None, "none")),
+        )
+        if given
+    ]
+    if stray:
+        raise ConfigurationError(f"{', '.join(stray)} do(es) not apply to mf ratings files")
+    model = estimator_cls(**_hyperparameters(args))
+    if args.plot:
+        _require_matplotlib()
+    for path in (args.data, args.test_data):
+        if path and not Path(path).is_file():
+            raise ConfigurationError(f"ratings file {path!r} does not exist")
+    started = time.perf_counter()
+    ratings = load_ratings(args.data)
+    if args.test_data:
+        train, test = ratings, load_ratings(args.test_data)
+        described = f"{args.data} (held out: {args.test_data})"
+    else:
+        if not 0.0 < args.test_fraction < 1.0:
+            raise ConfigurationError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+        n = ratings[2].size
+        cut = int(n * (1.0 - args.test_fraction))
+        if cut <= 0 or cut >= n:
+            raise ConfigurationError(f"{args.data} has too few ratings ({n}) to hold some out")
+        order = (
+            np.random.default_rng(args.seed or 0).permutation(n)
+            if args.split == "random"
+            else np.arange(n)
+        )
+        keep, held = order[:cut], order[cut:]
+        users, items, values = ratings
+        train = (users[keep], items[keep], values[keep])
+        test = (users[held], items[held], values[held])
+        kind = "random" if args.split == "random" else "last"
+        described = f"{args.data} ({kind} {args.test_fraction:.0%} held out)"
+    print(
+        f"data: {described}: {train[2].size:,} train / {test[2].size:,} held-out ratings "
+        f"({time.perf_counter() - started:.1f} s)",
+        file=sys.stderr,
+    )
+    with faasml.connect(
+        args.provider,
+        storage=args.storage,
+        pubsub=args.pubsub,
+        progress=False,
+        workers=model.workers,
+        retries=0,
+    ) as cloud:
+        workers = f"{model.workers} worker" + ("s" if model.workers != 1 else "")
+        print(f"training mf with {workers} on {cloud!r}", file=sys.stderr)
+        fit_started = time.perf_counter()
+        model.fit(train, cloud=cloud, test=test)
+        fit_seconds = time.perf_counter() - fit_started
+    baseline = float(np.sqrt(np.mean((test[2] - train[2].mean()) ** 2)))
+    last = model.history_[-1] if model.history_ else {}
+    rows = [
+        ("held-out RMSE", f"{model.rmse(test):.4f}"),
+        ("mean-rating RMSE", f"{baseline:.4f}"),
+        ("held-out R^2", f"{model.score(test):.4f}"),
+        ("fit wall time", f"{fit_seconds:.2f} s"),
+        ("epochs", f"{last.get('epoch', 0.0):.2f}"),
+        ("sync rounds", f"{last.get('step', 0)} ({model.local_steps} minibatch steps each)"),
+        ("users x items", f"{len(model.users_):,} x {len(model.items_):,}, rank {model.rank}"),
+        ("samples/s", f"{last.get('samples_per_s', 0.0):,.0f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    if args.history:
+        args.history.write_text(json.dumps(model.history_, indent=1, default=_jsonable))
+        print(f"history: {args.history}", file=sys.stderr)
+    if args.plot:
+        _plot(model.history_, args.plot, f"mf on {args.data}", "squared error / 2")
+        print(f"plot: {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _plot(history: list[dict[str, Any]], path: Path, title: str, ylabel: str = "log-loss") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -401,7 +506,7 @@ def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, marker="o", markersize=3, label=label)
     ax.set_xlabel("seconds since fit started")
-    ax.set_ylabel("log-loss")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -274,3 +274,31 @@ def test_missing_numbers_in_a_csv_become_indicators_on_request(
     assert re.search(r"^features used +7 of 262,146$", capsys.readouterr().out, re.MULTILINE)
     assert cli.main(["train", "sparse-lr", "--data", "digits", "--missing", "indicator"]) == 2
     assert "--missing only applies to data files" in capsys.readouterr().err
+
+
+def test_mf_on_a_ratings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(5)
+    P, Q = rng.normal(size=(100, 3)), rng.normal(size=(60, 3))
+    u, i = rng.integers(0, 100, 6000), rng.integers(0, 60, 6000)
+    r = 3 + (P[u] * Q[i]).sum(axis=1) * 0.5 + 0.1 * rng.normal(size=6000)
+    data = tmp_path / "ratings.csv"
+    data.write_text(
+        "user,item,rating\n"
+        + "".join(f"u{a},{b},{c:.3f}\n" for a, b, c in zip(u, i, r, strict=True))
+    )
+    history, plot = tmp_path / "h.json", tmp_path / "mf.png"
+    args = ["train", "mf", "--data", str(data), "--rank", "3", "--epochs", "15"]
+    extra = ["--learning-rate", "0.02", "--split", "random", "--no-progress"]
+    code = cli.main([*args, *extra, "--history", str(history), "--plot", str(plot)])
+    assert code == 0
+    out = capsys.readouterr().out
+    rmse = float(next(line for line in out.splitlines() if "held-out RMSE" in line).split()[-1])
+    baseline = float(next(line for line in out.splitlines() if "mean-rating" in line).split()[-1])
+    assert rmse < 0.5 * baseline
+    assert re.search(r"^users x items +100 x 60, rank 3$", out, re.MULTILINE)
+    assert json.loads(history.read_text())[-1]["test_loss"] is not None
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["train", "mf", "--data", "flights"]) == 2
+    assert "mf needs a ratings file" in capsys.readouterr().err
+    assert cli.main(["train", "sparse-lr", "--data", "digits", "--rank", "3"]) == 2
+    assert "--rank applies to mf" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from faasml.data.formats import (
     load_csv,
     load_libsvm,
     load_npz,
+    load_ratings,
     save_npz,
 )
 from faasml.data.sharding import (
@@ -47,6 +48,7 @@ __all__ = [
     "load_csv",
     "load_libsvm",
     "load_npz",
+    "load_ratings",
     "save_npz",
     "upload_dataset",
 ]

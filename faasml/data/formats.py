@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import os
 import re
 import warnings
@@ -37,6 +38,7 @@ __all__ = [
     "load_csv",
     "load_libsvm",
     "load_npz",
+    "load_ratings",
     "save_npz",
 ]
 
@@ -827,6 +829,62 @@ def save_npz(
         arrays = {"X": Xd, "y": yv}
     saver = np.savez_compressed if compressed else np.savez
     saver(os.fspath(path), **arrays)
+
+
+def load_ratings(
+    path: PathLike, *, delimiter: str = "auto"
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.float64]]:
+    """Load ``user, item, rating`` rows (further columns, such as a timestamp, are ignored).
+
+    A first row whose rating is not a number is a header. Ids that are all whole numbers come
+    back as int64, others as strings (MovieLens' ``userId,movieId,rating,timestamp`` loads as is).
+
+    :returns: ``(users, items, ratings)``.
+    :raises DataFormatError: a row with fewer than 3 columns, a rating that is not a finite
+        number, an empty id (naming the line), or no ratings at all.
+    """
+    name = os.fspath(path)
+    text = _decode(name, _read_bytes(path))
+    if delimiter == "auto":
+        delimiter = _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    users: list[str] = []
+    items: list[str] = []
+    ratings: list[float] = []
+    for row in reader:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) < 3:
+            raise DataFormatError(
+                f"{name}, line {reader.line_num}: expected user, item and rating columns, "
+                f"found {len(row)} column(s)"
+            )
+        user, item, rating = (cell.strip() for cell in row[:3])
+        try:
+            value = float(rating)
+        except ValueError:
+            if not ratings and not users:
+                continue  # the header
+            raise DataFormatError(
+                f"{name}, line {reader.line_num}, column 3: expected a rating, found {rating!r}"
+            ) from None
+        if not math.isfinite(value) or not user or not item:
+            problem = "a NaN or infinite rating" if user and item else "an empty user or item id"
+            raise DataFormatError(f"{name}, line {reader.line_num}: {problem}")
+        users.append(user)
+        items.append(item)
+        ratings.append(value)
+    if not ratings:
+        raise DataFormatError(f"{name}: no ratings (expected rows of user, item, rating)")
+    return _ids(users), _ids(items), np.array(ratings, dtype=np.float64)
+
+
+def _ids(values: list[str]) -> npt.NDArray[Any]:
+    """Whole-number ids as int64, others as strings."""
+    try:
+        return np.array([int(v) for v in values], dtype=np.int64)
+    except ValueError:
+        return np.array(values)
 
 
 def load_npz(path: PathLike) -> tuple[Matrix, np.ndarray]:

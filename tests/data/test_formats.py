@@ -18,6 +18,7 @@ from faasml.data import (
     load_csv,
     load_libsvm,
     load_npz,
+    load_ratings,
     save_npz,
 )
 from faasml.errors import ConfigurationError, DataFormatError
@@ -642,3 +643,32 @@ def test_csv_missing_values_as_zero_plus_an_indicator(tmp_path: Path) -> None:
     assert X2[:, 0].toarray().ravel().tolist() == [0, 0, 0, 2.5]
     with pytest.raises(ConfigurationError, match="missing must be 'error' or 'indicator'"):
         load_csv(many, missing="drop")  # type: ignore[arg-type]
+
+
+def test_load_ratings_reads_user_item_rating_rows(tmp_path: Path) -> None:
+    movielens = (
+        "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,1029,3.0,1260759179\n7,31,4,0\n"
+    )
+    users, items, ratings = load_ratings(write(tmp_path, movielens, "ratings.csv"))
+    assert users.dtype == np.int64 and users.tolist() == [1, 1, 7]
+    assert items.tolist() == [31, 1029, 31]
+    assert ratings.tolist() == [2.5, 3.0, 4.0]
+    names, titles, _ = load_ratings(write(tmp_path, "ann\tdune\t5\nbob\tdune\t3\n", "r.tsv"))
+    assert names.tolist() == ["ann", "bob"] and titles.tolist() == ["dune", "dune"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("u,i,r\n1,2\n", ", line 2: expected user, item and rating columns, found 2 column(s)"),
+        ("u,i,r\n1,2,3\n1,3,good\n", ", line 3, column 3: expected a rating, found 'good'"),
+        ("1,2,3\n,3,4\n", ", line 2: an empty user or item id"),
+        ("1,2,3\n2,3,inf\n", ", line 2: a NaN or infinite rating"),
+        ("u,i,r\n", ": no ratings (expected rows of user, item, rating)"),
+    ],
+)
+def test_load_ratings_refuses_bad_rows(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text, "bad.csv")
+    with pytest.raises(DataFormatError) as info:
+        load_ratings(path)
+    assert str(info.value) == f"{path}{message}"
