@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +314,6 @@ def _prior_log_loss(y_train: Any, y_test: Any) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Load the data, fit on the chosen cloud, print metrics, write history and plot."""
-    import faasml
     import faasml.algorithms as algorithms
     from faasml.metrics import accuracy, log_loss, roc_auc
 
@@ -333,18 +334,7 @@ def run(args: argparse.Namespace) -> int:
         f"{X.shape[1]:,} features ({time.perf_counter() - started:.1f} s)",
         file=sys.stderr,
     )
-    # workers= sizes the local provider's process pool (other backends ignore it), so that
-    # --workers N just works on local, oversubscribing the cores if need be
-    with faasml.connect(
-        args.provider,
-        storage=args.storage,
-        pubsub=args.pubsub,
-        progress=False,
-        workers=model.workers,
-        retries=0,
-    ) as cloud:
-        workers = f"{model.workers} worker" + ("s" if model.workers != 1 else "")
-        print(f"training {args.algorithm} with {workers} on {cloud!r}", file=sys.stderr)
+    with _connect(args, model.workers) as cloud:
         fit_started = time.perf_counter()
         try:
             model.fit(X, y, cloud=cloud, X_test=X_test, y_test=y_test)
@@ -374,16 +364,43 @@ def run(args: argparse.Namespace) -> int:
         ("features used", f"{model.run_info_['model_rows'] - 1:,} of {model.n_features_in_:,}"),
         ("samples/s", f"{last.get('samples_per_s', 0.0):,.0f}"),
     ]
+    _report(args, rows, model.history_, "log-loss")
+    return 0
+
+
+@contextlib.contextmanager
+def _connect(args: argparse.Namespace, workers: int) -> Iterator[Any]:
+    """Connect to the chosen backends for the fit, saying where training runs."""
+    import faasml
+
+    # workers= sizes the local provider's process pool (other backends ignore it), so that
+    # --workers N just works on local, oversubscribing the cores if need be
+    with faasml.connect(
+        args.provider,
+        storage=args.storage,
+        pubsub=args.pubsub,
+        progress=False,
+        workers=workers,
+        retries=0,
+    ) as cloud:
+        count = f"{workers} worker" + ("s" if workers != 1 else "")
+        print(f"training {args.algorithm} with {count} on {cloud!r}", file=sys.stderr)
+        yield cloud
+
+
+def _report(
+    args: argparse.Namespace, rows: list[tuple[str, str]], history: list[Any], loss: str
+) -> None:
+    """Print the metrics table; write ``--history`` and ``--plot`` when asked."""
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     if args.history:
-        args.history.write_text(json.dumps(model.history_, indent=1, default=_jsonable))
+        args.history.write_text(json.dumps(history, indent=1, default=_jsonable))
         print(f"history: {args.history}", file=sys.stderr)
     if args.plot:
-        _plot(model.history_, args.plot, f"{args.algorithm} on {args.data}")
+        _plot(history, args.plot, f"{args.algorithm} on {args.data}", loss)
         print(f"plot: {args.plot}", file=sys.stderr)
-    return 0
 
 
 def _jsonable(value: Any) -> Any:
@@ -403,7 +420,6 @@ def _require_matplotlib() -> None:
 
 def _run_mf(args: argparse.Namespace, estimator_cls: Any) -> int:
     """``faasml train mf``: factorize a ratings file and print held-out RMSE."""
-    import faasml
     from faasml.data import load_ratings
 
     if args.data in BUILTIN_DATA:
@@ -456,16 +472,7 @@ def _run_mf(args: argparse.Namespace, estimator_cls: Any) -> int:
         f"({time.perf_counter() - started:.1f} s)",
         file=sys.stderr,
     )
-    with faasml.connect(
-        args.provider,
-        storage=args.storage,
-        pubsub=args.pubsub,
-        progress=False,
-        workers=model.workers,
-        retries=0,
-    ) as cloud:
-        workers = f"{model.workers} worker" + ("s" if model.workers != 1 else "")
-        print(f"training mf with {workers} on {cloud!r}", file=sys.stderr)
+    with _connect(args, model.workers) as cloud:
         fit_started = time.perf_counter()
         model.fit(train, cloud=cloud, test=test)
         fit_seconds = time.perf_counter() - fit_started
@@ -481,15 +488,7 @@ def _run_mf(args: argparse.Namespace, estimator_cls: Any) -> int:
         ("users x items", f"{len(model.users_):,} x {len(model.items_):,}, rank {model.rank}"),
         ("samples/s", f"{last.get('samples_per_s', 0.0):,.0f}"),
     ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    if args.history:
-        args.history.write_text(json.dumps(model.history_, indent=1, default=_jsonable))
-        print(f"history: {args.history}", file=sys.stderr)
-    if args.plot:
-        _plot(model.history_, args.plot, f"mf on {args.data}", "squared error / 2")
-        print(f"plot: {args.plot}", file=sys.stderr)
+    _report(args, rows, model.history_, "squared error / 2")
     return 0
 
 
