@@ -122,11 +122,11 @@ class FactorObjective(Objective):
         F = take_rows(W, rows)  # the touched factors, plus undecided updates of this worker
         if overlay:
             extra = np.zeros_like(F)
-            position = {int(r): k for k, r in enumerate(rows.tolist())}
             for rows_o, values_o in overlay:
-                hit = np.fromiter((position.get(int(r), -1) for r in rows_o), np.int64)
-                keep = hit >= 0
-                add_rows(extra, hit[keep], values_o[keep])
+                # where each overlay row sits among the (sorted) touched rows, if it does
+                at = np.searchsorted(rows, rows_o).clip(0, rows.size - 1)
+                keep = rows[at] == rows_o
+                add_rows(extra, at[keep], values_o[keep])
             F = F + extra
         if offset is not None:
             F = F + take_rows(offset, rows)

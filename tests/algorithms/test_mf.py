@@ -78,7 +78,8 @@ def test_overlay_and_offset_equal_computing_on_the_updated_factors() -> None:
     X = two_hot(np.array([0, 1, 2]), np.array([0, 3, 3]), 5, 4)
     y = np.array([1.0, -1.0, 0.5])
     objective = FactorObjective(2, 0.0, 5, biases=False)
-    pending = (np.array([1, 8]), rng.normal(size=(2, 2)))  # an own undecided delta
+    # an own undecided delta; row 7 (item 2) is not in this minibatch
+    pending = (np.array([1, 7, 8]), rng.normal(size=(3, 2)))
     offset = np.zeros_like(W)
     offset[[0, 5]] = rng.normal(size=(2, 2))  # this round's earlier local steps
     updated = W + offset
