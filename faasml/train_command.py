@@ -235,19 +235,7 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
             width = max(X.shape[1], X_test.shape[1])
             X, X_test = (_widen(M, width) for M in (X, X_test))
         return X, y, X_test, y_test, f"{args.data} (held out: {args.test_data})"
-    if not 0.0 < args.test_fraction < 1.0:
-        raise ConfigurationError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
-    n = X.shape[0]
-    cut = int(n * (1.0 - args.test_fraction))
-    if cut <= 0 or cut >= n:
-        raise ConfigurationError(f"{args.data} has too few rows ({n}) to hold some out")
-    if args.split == "random":
-        order = np.random.default_rng(args.seed or 0).permutation(n)
-        train, held = np.sort(order[:cut]), np.sort(order[cut:])
-        described = f"{args.data} (random {args.test_fraction:.0%} held out)"
-    else:
-        train, held = np.arange(cut), np.arange(cut, n)
-        described = f"{args.data} (last {args.test_fraction:.0%} held out)"
+    train, held, described = _held_out(args, X.shape[0], "rows")
     y_train, y_held = np.asarray(y)[train], np.asarray(y)[held]
     seen, held_classes = np.unique(y_train), np.unique(y_held)
     unseen = np.setdiff1d(held_classes, seen)
@@ -262,6 +250,21 @@ def _load(args: argparse.Namespace, task: str) -> tuple[Any, Any, Any, Any, str]
             f"the held-out rows of {args.data} {problem} (is the file sorted by label?); use {hint}"
         )
     return X[train], y_train, X[held], y_held, described
+
+
+def _held_out(args: argparse.Namespace, n: int, unit: str) -> tuple[Any, Any, str]:
+    """Train and held-out positions of ``n`` rows per ``--test-fraction`` and ``--split``."""
+    if not 0.0 < args.test_fraction < 1.0:
+        raise ConfigurationError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    cut = int(n * (1.0 - args.test_fraction))
+    if cut <= 0 or cut >= n:
+        raise ConfigurationError(f"{args.data} has too few {unit} ({n}) to hold some out")
+    if args.split == "random":
+        order = np.random.default_rng(args.seed or 0).permutation(n)
+        train, held = np.sort(order[:cut]), np.sort(order[cut:])
+    else:
+        train, held = np.arange(cut), np.arange(cut, n)
+    return train, held, f"{args.data} ({args.split} {args.test_fraction:.0%} held out)"
 
 
 def _widen(M: Any, width: int) -> Any:
@@ -472,24 +475,10 @@ def _run_mf(args: argparse.Namespace, estimator_cls: Any) -> int:
         train, test = load_ratings(args.data), load_ratings(args.test_data)
         described = f"{args.data} (held out: {args.test_data})"
     else:
-        ratings = load_ratings(args.data)
-        if not 0.0 < args.test_fraction < 1.0:
-            raise ConfigurationError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
-        n = ratings[2].size
-        cut = int(n * (1.0 - args.test_fraction))
-        if cut <= 0 or cut >= n:
-            raise ConfigurationError(f"{args.data} has too few ratings ({n}) to hold some out")
-        order = (
-            np.random.default_rng(args.seed or 0).permutation(n)
-            if args.split == "random"
-            else np.arange(n)
-        )
-        keep, held = order[:cut], order[cut:]
-        users, items, values = ratings
+        users, items, values = load_ratings(args.data)
+        keep, held, described = _held_out(args, values.size, "ratings")
         train = (users[keep], items[keep], values[keep])
         test = (users[held], items[held], values[held])
-        kind = "random" if args.split == "random" else "last"
-        described = f"{args.data} ({kind} {args.test_fraction:.0%} held out)"
     print(
         f"data: {described}: {train[2].size:,} train / {test[2].size:,} held-out ratings "
         f"({time.perf_counter() - started:.1f} s)",

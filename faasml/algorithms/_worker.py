@@ -198,11 +198,11 @@ class _Batches:
         self,
         ds: StoredDataset,
         spec: WorkerSpec,
-        columns: npt.NDArray[np.integer[Any]] | None = None,
+        position: npt.NDArray[np.integer[Any]] | None = None,
     ) -> None:
         self.ds = ds
         self.spec = spec
-        self.columns = columns
+        self.position = position  # the column map: a batch column's model row, or -1
         self.n_columns = spec.shape[0] - 1  # the model's rows, the intercept's aside
         self.first = spec.train_ids[0]
         self.n_batches = spec.train_ids[1] - spec.train_ids[0]
@@ -242,8 +242,8 @@ class _Batches:
         batch: tuple[Any, npt.NDArray[Any]] = next(self._it)
         X, y = batch
         X = X if sp.issparse(X) else sp.csr_matrix(X)
-        if self.columns is not None:
-            X = renumber_columns(X, self.columns, self.n_columns)
+        if self.position is not None:
+            X = renumber_columns(X, self.position, self.n_columns)
         size = y.nbytes + (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes)
         if self.cached_bytes + size <= self.spec.cache_bytes:
             self.cache[i] = (X, y)
@@ -333,12 +333,12 @@ def run_worker(spec: WorkerSpec) -> dict[str, Any]:
         if spec.l2_scale_key is not None:
             _, arrays_ = decode_arrays(ctx.storage.get(spec.l2_scale_key), key=spec.l2_scale_key)
             scale = arrays_["scale"]
-        columns = None
+        position = None
         if spec.columns_key is not None:
             _, arrays_ = decode_arrays(ctx.storage.get(spec.columns_key), key=spec.columns_key)
-            columns = arrays_["position"]
+            position = arrays_["position"]
         ds = StoredDataset.open(ctx.storage, spec.dataset)
-        batches = _Batches(ds, spec, columns)
+        batches = _Batches(ds, spec, position)
         ws = Workspace(spec.shape[0] - 1)
         k = spec.local_steps
         local = _RoundDelta(spec.shape)

@@ -322,7 +322,8 @@ class MatrixFactorization(LinearEstimator):
         prepared = _Prepared(None, X, values, None, None, n_users + n_items, values.size)
         if test is not None:
             t_users, t_items, t_values = _ratings(test, "test")
-            u, i, known = self._indices(t_users, t_items)
+            u, i, seen_u, seen_i = self._indices(t_users, t_items)
+            known = seen_u & seen_i
             prepared.X_test = self._two_hot(u[known], i[known])
             prepared.y_test = t_values[known]
         return self._fit_prepared(prepared, cloud, started)
@@ -335,12 +336,13 @@ class MatrixFactorization(LinearEstimator):
 
     def _indices(
         self, users: npt.NDArray[Any], items: npt.NDArray[Any]
-    ) -> tuple[IntArray, IntArray, npt.NDArray[np.bool_]]:
-        """Row indices of ``users`` and ``items`` and whether both were seen in training."""
+    ) -> tuple[IntArray, IntArray, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """Row indices of ``users`` and ``items``, and which of each were seen in training."""
         u = np.searchsorted(self.users_, users).clip(0, max(len(self.users_) - 1, 0))
         i = np.searchsorted(self.items_, items).clip(0, max(len(self.items_) - 1, 0))
-        known = (self.users_[u] == users) & (self.items_[i] == items)
-        return u.astype(np.int64), i.astype(np.int64), np.asarray(known, dtype=bool)
+        seen_u = np.asarray(self.users_[u] == users, dtype=bool)
+        seen_i = np.asarray(self.items_[i] == items, dtype=bool)
+        return u.astype(np.int64), i.astype(np.int64), seen_u, seen_i
 
     # ------------------------------------------------------------------ subclass contract
 
@@ -382,11 +384,10 @@ class MatrixFactorization(LinearEstimator):
                 f"users and items must be 1-D and of one length, found {u_ids.shape} and "
                 f"{i_ids.shape}"
             )
-        u, i, known = self._indices(u_ids, i_ids)
+        u, i, seen_u, seen_i = self._indices(u_ids, i_ids)
         out = np.full(u_ids.shape, self.mean_, dtype=np.float64)
         # an id seen in training contributes its bias even when the other one is new
-        seen_u = self.users_[u] == u_ids
-        seen_i = self.items_[i] == i_ids
+        known = seen_u & seen_i
         out[seen_u] += self.user_bias_[u[seen_u]]
         out[seen_i] += self.item_bias_[i[seen_i]]
         out[known] += np.einsum(
