@@ -316,3 +316,19 @@ def test_mf_on_movielens_beats_the_mean_rating(
     assert "movielens holds ratings, not labels: use faasml train mf" in capsys.readouterr().err
     assert cli.main(["train", "mf", "--data", "movielens", "--split", "random"]) == 2
     assert "movielens comes with its own random 80/20 split" in capsys.readouterr().err
+
+
+def test_mf_and_csv_only_flags_are_refused_where_they_do_not_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    svm = tmp_path / "d.svm"
+    dump_libsvm(svm, np.eye(4), np.array([0, 1, 0, 1]))
+    assert cli.main(["train", "sparse-lr", "--data", str(svm), "--missing", "indicator"]) == 2
+    assert "--missing applies to CSV files" in capsys.readouterr().err
+    missing = tmp_path / "nope.csv"
+    assert cli.main(["train", "mf", "--data", str(missing)]) == 2
+    assert "ratings file" in capsys.readouterr().err
+    ratings = tmp_path / "r.csv"
+    ratings.write_text("1,2,3\n2,3,4\n")
+    assert cli.main(["train", "mf", "--data", str(ratings), "--label-column", "x"]) == 2
+    assert "--label-column do(es) not apply to mf ratings files" in capsys.readouterr().err

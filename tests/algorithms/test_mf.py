@@ -147,6 +147,8 @@ def test_hyperparameters_and_misuse() -> None:
         MatrixFactorization(rank=0)
     with pytest.raises(ConfigurationError, match="init_scale must be a number > 0"):
         MatrixFactorization(init_scale=-1.0)
+    with pytest.raises(ConfigurationError, match="biases must be True or False"):
+        MatrixFactorization(biases="yes")  # type: ignore[arg-type]
     model = MatrixFactorization(rank=4)
     assert model.get_params()["rank"] == 4
     assert model.set_params(rank=5).rank == 5

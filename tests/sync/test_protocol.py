@@ -396,3 +396,18 @@ def test_a_late_writer_discards_its_undecided_deltas(backends: tuple[ObjectStore
     worker.discard_state()
     assert worker.load_state() is None
     worker.close()
+
+
+def test_initial_weights_of_another_shape_are_refused(backends: tuple[ObjectStore, PubSub]) -> None:
+    store, pubsub = backends
+    with pytest.raises(ValueError, match=r"initial weights \(3, 2\) do not match"):
+        SyncDriver(
+            store,
+            pubsub,
+            RunKeys("runs/init", "init"),
+            SHAPE,
+            StepCoordinator(),
+            n_slots=1,
+            launch=lambda slot, gen, t: cf.Future(),
+            initial=np.zeros((3, 2)),
+        )
