@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from faasml.errors import InvalidKeyError, InvalidTopicError, NotFoundError
+from faasml.errors import ConfigurationError, InvalidKeyError, InvalidTopicError, NotFoundError
 
 __all__ = [
     "Function",
@@ -429,6 +429,33 @@ class Function(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers and connections. Idempotent."""
+
+    #: whether :meth:`deploy` creates the platform function (cloud providers); ``False`` for
+    #: backends that run the handler themselves (``local``).
+    deployable: ClassVar[bool] = False
+
+    def deploy(
+        self,
+        *,
+        secret: str,
+        environment: Mapping[str, str] | None = None,
+        dependencies: bool = True,
+    ) -> str:
+        """Create or update the platform function this backend invokes (``faasml deploy``).
+
+        :param secret: the signing secret the driver uses; the function gets it as
+            ``FAASML_SECRET`` and it never appears in logs, reprs or errors.
+        :param environment: more variables for the function (``FAASML_HANDLER`` selects another
+            bytes handler than :func:`faasml.runtime.handle`).
+        :param dependencies: bundle faasml's dependencies for the platform (pip, binary wheels);
+            ``False`` when the platform provides them (a layer, an image).
+        :returns: one line saying what was deployed where.
+        :raises ConfigurationError: the backend runs functions itself, or lacks a deploy option.
+        """
+        raise ConfigurationError(
+            f"the {self.name or type(self).__name__} provider runs functions itself; "
+            "there is nothing to deploy"
+        )
 
     def environment(self) -> Mapping[str, str]:
         """Environment the handler sees beyond the platform's own (secret values redacted)."""
