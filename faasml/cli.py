@@ -34,6 +34,8 @@ examples:
   faasml doctor                  probe the configured function, store and PubSub for real
   faasml train sparse-lr --data flights --workers 2 --plot loss.png
                                  train on the embedded local provider, print held-out metrics
+  faasml deploy --provider aws --option role=arn:aws:iam::123456789012:role/faasml
+                                 create or update the Lambda function tasks run in
   python -m faasml --version     also works where the console script is not on PATH
 
 Run 'faasml <command> --help' for the options of one command.
@@ -130,7 +132,8 @@ def _build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Run the same code on any FaaS platform.\n\n"
         "This command inspects the installation (which backends exist, are installed and\n"
-        "answer), and trains models with serverless workers.",
+        "answer), trains models with serverless workers, and deploys the function cloud\n"
+        "providers run tasks in.",
         epilog=_MAIN_EPILOG,
         formatter_class=_HelpFormatter,
     )
@@ -140,6 +143,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_plugins(subparsers)
     _add_doctor(subparsers)
     _add_train(subparsers)
+    _add_deploy(subparsers)
     return parser
 
 
@@ -350,7 +354,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# --------------------------------------------------------------------------- deploy
+
+
+def _add_deploy(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from faasml.deploy_command import add_parser
+
+    add_parser(subparsers, _HelpFormatter)
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from faasml.deploy_command import run
+
+    return run(args)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "deploy": _cmd_deploy,
     "doctor": _cmd_doctor,
     "plugins": _cmd_plugins,
     "providers": _cmd_providers,
