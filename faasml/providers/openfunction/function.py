@@ -31,7 +31,8 @@ deliberately not used: it conflicts with botocore's ``python-dateutil`` pin):
   or ``$KUBECONFIG``'s current context), used to read the function's address and by
   :meth:`OpenFunctionFunction.deploy` to create or replace the ``core.openfunction.io/v1beta2``
   Function and the Secret holding ``FAASML_SECRET``. Kubernetes ``Status`` answers map to
-  faasml errors the same way (401, 403, 404, 409, 422, 429, 5xx).
+  faasml errors the same way (401, 403, 404, 409 :class:`~faasml.errors.AlreadyExistsError`,
+  422, 429, 5xx).
 
 OpenFunction's asynchronous functions need Dapr inside the cluster, which the driver cannot
 reach, so :meth:`OpenFunctionFunction.invoke_async` runs the synchronous call on a pool of
@@ -67,6 +68,7 @@ import requests
 
 from faasml.config import SecretRef, resolve_secret
 from faasml.errors import (
+    AlreadyExistsError,
     AuthenticationError,
     ConfigurationError,
     FunctionError,
@@ -108,6 +110,13 @@ _READ_GRACE = 30.0
 # Seconds the driver waits for each Kubernetes API answer.
 _API_TIMEOUT = 30.0
 _FUNCTIONS_FRAMEWORK = "functions-framework>=3.5,<4"
+# The extras of the store and PubSub the hook names as defaults (default_storage="redis",
+# default_pubsub="redis"): the image needs their client libraries (the ``redis`` package).
+_DEFAULT_BACKEND_EXTRAS = ("redis",)
+# Read-and-replace attempts of deploy before it gives up on a Function that keeps changing.
+_CONFLICT_ATTEMPTS = 5
+# A container image reference pinned to content (``repo@sha256:<digest>``).
+_DIGEST_PINNED = re.compile(r"@sha256:[0-9a-fA-F]{64}$")
 
 
 # --------------------------------------------------------------------------- Kubernetes access
@@ -453,6 +462,8 @@ class OpenFunctionFunction(Function):
         :raises AuthenticationError: the API rejected the token.
         :raises PermissionDeniedError: the token may not write Functions or Secrets there.
         :raises NotFoundError: OpenFunction's Function CRD is not installed in the cluster.
+        :raises AlreadyExistsError: the Function kept changing between read and replace (409
+            Conflict on every one of 5 attempts).
         :raises ProviderError: the Function failed to start or did not start in time.
         """
         del dependencies  # the image provides them
@@ -508,30 +519,43 @@ class OpenFunctionFunction(Function):
 
     @classmethod
     def write_build_context(
-        cls, directory: str | os.PathLike[str], *, dependencies: bool = True
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        dependencies: bool = True,
+        python_version: str = "3.11",
     ) -> Path:
         """Write a Docker build context whose image serves faasml as an OpenFunction function.
 
-        Files: ``Dockerfile`` (``python:3.11-slim``, functions-framework with
+        Files: ``Dockerfile`` (``python:<python_version>-slim``, functions-framework with
         ``FUNCTION_TARGET=handler`` and ``FUNCTION_SIGNATURE_TYPE=http`` on port 8080),
         ``requirements.txt``, ``main.py`` (the entry module functions-framework loads) and a copy
         of the ``faasml`` package. Build and push it, then pass the tag as ``image=``.
 
         :param directory: where to write (created if missing; faasml's copy is replaced).
-        :param dependencies: install faasml's runtime dependencies in the image; ``False`` when
-            a base image already provides them.
+        :param dependencies: install faasml's runtime dependencies in the image, with the client
+            libraries of the store and PubSub ``connect("openfunction")`` uses by default
+            (Redis); ``False`` when a base image already provides them.
+        :param python_version: the ``python:<version>-slim`` base image's version.
         :returns: ``directory`` as a :class:`~pathlib.Path`.
+        :raises ValueError: ``python_version`` is not like ``"3.11"``.
         """
         import faasml
         from faasml.providers._package import _package_files, runtime_requirements
 
+        parts = python_version.split(".") if isinstance(python_version, str) else []
+        if len(parts) != 2 or not all(part.isdigit() for part in parts):
+            raise ValueError(f"python_version must look like '3.11', got {python_version!r}")
         target = Path(directory)
         target.mkdir(parents=True, exist_ok=True)
         requirements = [_FUNCTIONS_FRAMEWORK]
         if dependencies:
-            requirements += [r for r in runtime_requirements(_PROVIDER) if r not in requirements]
+            requirements += runtime_requirements(_PROVIDER)
+            for extra in _DEFAULT_BACKEND_EXTRAS:
+                requirements += runtime_requirements(extra)
+        requirements = list(dict.fromkeys(requirements))
         files = {
-            "Dockerfile": _DOCKERFILE.format(port=_CONTAINER_PORT),
+            "Dockerfile": _DOCKERFILE.format(port=_CONTAINER_PORT, python=python_version),
             "requirements.txt": "\n".join(requirements) + "\n",
             "main.py": _MAIN_PY,
         }
@@ -663,6 +687,7 @@ class OpenFunctionFunction(Function):
                 f"{where} raised, but its error report is not JSON: {text}",
                 remote_type="faasml.errors.FunctionError",
                 remote_traceback="",
+                **common,
             )
         if status == 429 or (status == 503 and "queue full" in response.text):
             return ThrottledError(
@@ -680,12 +705,14 @@ class OpenFunctionFunction(Function):
         if status == 502:
             return WorkerDiedError(
                 f"{where} lost its container mid-request: Knative answered 502 ({text}); "
-                "the process crashed, ran out of memory or was killed"
+                "the process crashed, ran out of memory or was killed",
+                **common,
             )
         if status == 503:
             return WorkerDiedError(
                 f"{where} has no ready container: Knative answered 503 ({text}); it crashed "
-                "and is restarting, or cannot start (see `kubectl get pods`)"
+                "and is restarting, or cannot start (see `kubectl get pods`)",
+                **common,
             )
         if status == 404:
             if self._fixed_url is None:
@@ -771,6 +798,13 @@ class OpenFunctionFunction(Function):
         if self._kube is not None:
             return self._kube
         token = resolve_secret(self._token, "the openfunction token")
+        if token == "" and isinstance(self._token, Mapping):
+            # Empty would mean "no token" to one source and "fall back" to another: refuse it.
+            var = self._token["$env"]
+            raise ConfigurationError(
+                f"the openfunction token is read from ${var}, which is set but empty; export "
+                f"{var} with the token, or unset token= to use the service account or kubeconfig"
+            )
         if self.api_server is not None:
             verify: bool | str = False if self.insecure else (self.ca_cert or True)
             api = _KubeAPI(self.api_server, token, verify, "api_server=")
@@ -850,6 +884,8 @@ class OpenFunctionFunction(Function):
             )
         if status == 404:
             return NotFoundError(f"{text} (404)", **common)
+        if status == 409:
+            return AlreadyExistsError(f"{text} (409 {reason or 'Conflict'})", **common)
         if status == 422:
             return ProviderError(f"{text} (422 Invalid)", **common)
         if status == 429:
@@ -938,7 +974,7 @@ class OpenFunctionFunction(Function):
                         "containers": [
                             {
                                 "name": "function",
-                                "imagePullPolicy": "IfNotPresent",
+                                "imagePullPolicy": _pull_policy(self.image),
                                 "env": container_env,
                             }
                         ]
@@ -963,7 +999,7 @@ class OpenFunctionFunction(Function):
             raise self._api_error(response, what)
         # It exists: replace it at its current resourceVersion. A 409 Conflict means someone
         # changed it in between, so read it again (a few times at most).
-        for _ in range(5):
+        for _ in range(_CONFLICT_ATTEMPTS):
             current = self._get_function(api)
             if current is None:  # deleted in between: create it after all
                 response = self._request(api, "POST", path, body)
@@ -980,7 +1016,16 @@ class OpenFunctionFunction(Function):
                 return False
             if response.status_code != 409:
                 raise self._api_error(response, what)
-        raise self._api_error(response, what)
+        error = self._api_error(response, what)
+        raise AlreadyExistsError(
+            f"gave up writing function {self.namespace}/{self.function_name} after "
+            f"{_CONFLICT_ATTEMPTS} attempts: it kept changing between read and replace (409 "
+            f"Conflict; someone else is updating it?); last answer: {error}",
+            provider=_PROVIDER,
+            status=error.status,
+            code=error.code,
+            request_id=error.request_id,
+        )
 
     def _wait_running(self, api: _KubeAPI) -> str:
         deadline = time.monotonic() + self.deploy_wait
@@ -1047,6 +1092,12 @@ def _release(resources: _Resources, session: requests.Session | None) -> None:
     resources.temp_files.clear()
 
 
+def _pull_policy(image: str | None) -> str:
+    """``IfNotPresent`` for an image pinned by digest (its content cannot change), else
+    ``Always``: a tag pushed again must reach nodes that cached its previous content."""
+    return "IfNotPresent" if image and _DIGEST_PINNED.search(image) else "Always"
+
+
 def _address(function: Mapping[str, Any]) -> str | None:
     """The function's URL from ``status.addresses``: External preferred, else Internal."""
     addresses = (function.get("status") or {}).get("addresses") or []
@@ -1096,7 +1147,7 @@ _DOCKERFILE = """\
 # faasml on OpenFunction: a functions-framework-python HTTP function.
 # Build and push:  docker build -t <registry>/faasml-fn:<tag> .
 #                  docker push <registry>/faasml-fn:<tag>
-FROM python:3.11-slim
+FROM python:{python}-slim
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 \\
     PIP_NO_CACHE_DIR=1 \\

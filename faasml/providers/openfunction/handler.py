@@ -37,11 +37,14 @@ def handler(request: Any) -> tuple[bytes, int, dict[str, str]]:
     :param request: the Flask request functions-framework passes in (only ``get_data()`` is used).
     :returns: ``(result, 200, headers)``, or ``(error report JSON, 500, headers)`` when the
         handler raised (including ``SystemExit``: the container keeps serving).
-    :raises werkzeug.exceptions.HTTPException: reading the body failed (413 when too large);
-        Flask turns it into the HTTP answer.
+    :raises werkzeug.exceptions.HTTPException: reading the body failed (``RequestEntityTooLarge``
+        for a body over Flask's ``MAX_CONTENT_LENGTH``); it is not a handler error, so it gets
+        no error report. The client does not see 413 either: functions-framework's
+        ``after_request`` hook reads the body again, raises again, and Flask answers a bare 500
+        (no ``X-Faasml-Error``). The driver therefore refuses such payloads before sending.
     """
-    # Read outside the try: a body over Flask's MAX_CONTENT_LENGTH raises werkzeug's
-    # RequestEntityTooLarge, which Flask must answer with 413, not this shim with a 500 report.
+    # Read outside the try: a body over Flask's MAX_CONTENT_LENGTH must not be reported as a
+    # handler failure (a 500 with X-Faasml-Error); it ends as functions-framework's bare 500.
     payload = request.get_data()
     try:
         result = _shim.target()(payload)

@@ -17,6 +17,7 @@ import responses
 
 import faasml
 from faasml.errors import (
+    AlreadyExistsError,
     AuthenticationError,
     ConfigurationError,
     FunctionError,
@@ -31,6 +32,7 @@ from faasml.errors import (
 )
 from faasml.providers import openfunction as provider_module
 from faasml.providers._package import runtime_requirements
+from faasml.providers.openfunction import function as function_module
 from faasml.providers.openfunction import handler as shim
 from faasml.providers.openfunction.function import (
     OpenFunctionFunction,
@@ -187,6 +189,8 @@ def test_deploy_creates_then_updates_secret_and_function(cluster: OpenFunctionCl
     assert spec["serving"]["timeout"] == "3s"
     (container,) = spec["serving"]["template"]["containers"]
     assert container["name"] == "function"
+    # A tag can be pushed again with new content: nodes must pull it, not reuse their cache.
+    assert container["imagePullPolicy"] == "Always"
     env = {e["name"]: e for e in container["env"]}
     assert env["FAASML_HANDLER"]["value"] == DISPATCH["FAASML_HANDLER"]
     assert env["FAASML_SECRET"] == {
@@ -278,6 +282,57 @@ def test_deploy_rereads_on_resource_version_conflict(cluster: OpenFunctionCluste
     assert len(puts) == 2
     assert backend.invoke(b"env_value:B") == b"b"
     backend.close()
+
+
+def test_deploy_of_an_image_pinned_by_digest_pulls_only_if_absent(
+    cluster: OpenFunctionCluster, build_context: Path
+) -> None:
+    pinned = "registry.emulated.test/faasml-fn@sha256:" + "0123456789abcdef" * 4
+    cluster.push_image(pinned, build_context)
+    backend = make_backend(cluster, image=pinned)
+    backend.deploy(secret=SECRET, environment=DISPATCH)
+    (container,) = cluster.function("faasml")["spec"]["serving"]["template"]["containers"]
+    assert container["imagePullPolicy"] == "IfNotPresent"  # a digest's content never changes
+    assert backend.invoke(b"echo:pinned") == b"pinned"
+    backend.close()
+    tagged_and_pinned = "registry.emulated.test/faasml-fn:1@sha256:" + "ab" * 32
+    assert function_module._pull_policy(tagged_and_pinned) == "IfNotPresent"
+    assert function_module._pull_policy("registry.emulated.test/sha256:latest") == "Always"
+
+
+def test_deploy_gives_up_on_a_function_that_keeps_changing(cluster: OpenFunctionCluster) -> None:
+    backend = make_backend(cluster)
+    backend.deploy(secret=SECRET, environment=DISPATCH)
+    cluster.inject_api(
+        409,
+        k8s_status(409, "Conflict", "the object has been modified", name="faasml"),
+        method="PUT",
+        path="/functions/faasml",
+        times=5,
+    )
+    cluster.api_log.clear()
+    with pytest.raises(
+        AlreadyExistsError, match="gave up writing function default/faasml after 5 attempts"
+    ) as caught:
+        backend.deploy(secret=SECRET, environment={**DISPATCH, "B": "b"})
+    assert caught.value.status == 409 and caught.value.code == "Conflict"
+    assert caught.value.provider == "openfunction" and caught.value.request_id
+    puts = [p for m, p in cluster.api_log if m == "PUT" and p.endswith("/functions/faasml")]
+    assert len(puts) == 5
+    backend.close()
+
+
+def test_api_already_exists_is_mapped(cluster: OpenFunctionCluster) -> None:
+    backend = make_backend(cluster)
+    exists = k8s_status(409, "AlreadyExists", 'secrets "faasml-faasml" already exists')
+    cluster.inject_api(409, exists, method="POST", path="/secrets")
+    cluster.inject_api(409, exists, method="PUT", path="/secrets/faasml-faasml")
+    with pytest.raises(
+        AlreadyExistsError, match='secrets "faasml-faasml" already exists'
+    ) as caught:
+        backend.deploy(secret=SECRET)
+    assert caught.value.status == 409 and caught.value.code == "AlreadyExists"
+    assert caught.value.provider == "openfunction" and caught.value.request_id
 
 
 def test_deploy_of_an_unpullable_image_fails_with_the_reason(cluster: OpenFunctionCluster) -> None:
@@ -459,6 +514,42 @@ def test_token_from_environment_variable(
         unset.invoke(b"echo:x")
 
 
+@pytest.mark.parametrize("source", ["api_server", "kubeconfig", "in-cluster"])
+def test_token_from_an_empty_environment_variable_is_refused(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Unreachable endpoints: without the check, each source would go on with no token (or the
+    # service account's) and fail later with some other error, or not at all.
+    monkeypatch.setenv("EMULATED_K8S_TOKEN_EMPTY", "")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    options: dict[str, Any] = {"token": {"$env": "EMULATED_K8S_TOKEN_EMPTY"}}
+    if source == "api_server":
+        options["api_server"] = "https://127.0.0.1:1"
+    elif source == "kubeconfig":
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(
+            """
+current-context: c
+contexts: [{name: c, context: {cluster: k, user: u}}]
+clusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: kubeconfig-token}}]
+"""
+        )
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    else:
+        account = tmp_path / "serviceaccount"
+        account.mkdir()
+        (account / "token").write_text("service-account-token")
+        monkeypatch.setattr(function_module, "_SERVICE_ACCOUNT", account)
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "1")
+    backend = OpenFunctionFunction(**options)
+    with pytest.raises(ConfigurationError, match=r"\$EMULATED_K8S_TOKEN_EMPTY.*set but empty"):
+        backend.invoke(b"echo:x")
+    backend.close()
+
+
 # --------------------------------------------------------------------------- invoke errors
 
 
@@ -534,10 +625,15 @@ def test_platform_answers_map_to_faasml_errors(
     error: type[Exception],
     match: str,
 ) -> None:
-    shared.inject_function(status, body, headers)
-    with pytest.raises(error, match=re.escape(match)):
+    request_id = f"request-{status}-{error.__name__}"
+    shared.inject_function(status, body, {**headers, "X-Request-Id": request_id})
+    with pytest.raises(error, match=re.escape(match)) as caught:
         deployed.invoke(b"echo:x")
     assert slept(deployed) == []  # only throttling is retried by the backend
+    # Every mapped error carries where it came from, for logs and support tickets.
+    assert getattr(caught.value, "provider", None) == "openfunction"
+    assert getattr(caught.value, "status", None) == status
+    assert getattr(caught.value, "request_id", None) == request_id
 
 
 def test_body_over_the_app_limit_never_reaches_the_handler(
@@ -552,6 +648,9 @@ def test_body_over_the_app_limit_never_reaches_the_handler(
         deployed.invoke(b"echo:" + bytes(10 * 1024 * 1024))
     assert not isinstance(caught.value, FunctionError)
     assert caught.value.status == 500
+    # The shim's documentation says what happens: a bare 500, not a 413.
+    doc = " ".join((shim.handler.__doc__ or "").split())
+    assert "bare 500" in doc and "413 when too large" not in doc
 
 
 def test_unreachable_endpoint_is_service_unavailable(cluster: OpenFunctionCluster) -> None:
@@ -646,6 +745,26 @@ def test_build_context_is_consistent(build_context: Path) -> None:
     copied = build_context / "faasml" / "providers" / "openfunction" / "handler.py"
     assert copied.read_text() == Path(shim.__file__).read_text()
     assert not list(build_context.rglob("*.pyc"))
+
+
+def test_build_context_installs_the_default_backends_clients(
+    build_context: Path, tmp_path: Path
+) -> None:
+    # connect("openfunction") uses the redis store and pubsub unless told otherwise, and the
+    # function imports them inside the image: their client library must be installed there.
+    (record,) = provider_module.faasml_function_backends()
+    assert (record.default_storage, record.default_pubsub) == ("redis", "redis")
+    requirements = (build_context / "requirements.txt").read_text().split()
+    for requirement in runtime_requirements("redis"):
+        assert requirement in requirements
+    assert any(re.match(r"redis\b", r) for r in requirements)
+    assert len(requirements) == len(set(requirements))
+    assert "FROM python:3.11-slim" in (build_context / "Dockerfile").read_text()
+
+    other = OpenFunctionFunction.write_build_context(tmp_path / "py312", python_version="3.12")
+    assert "FROM python:3.12-slim" in (other / "Dockerfile").read_text()
+    with pytest.raises(ValueError, match="python_version"):
+        OpenFunctionFunction.write_build_context(tmp_path / "bad", python_version="3.12-alpine")
 
 
 def test_retry_after_parses_seconds_and_dates() -> None:
