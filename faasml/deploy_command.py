@@ -32,6 +32,7 @@ examples:
   faasml deploy --provider openwhisk --option api_host=https://whisk.example.org
   faasml deploy --provider openfaas --option image=registry.example.org/faasml:1 \\
       --option gateway=http://gateway.openfaas:8080
+  faasml deploy --provider openfaas --build-context build/   then docker build, push
   faasml deploy --provider aliyun --no-dependencies     the platform provides numpy/scipy
 
 Options are the provider's constructor options ('faasml providers' lists the providers;
@@ -68,6 +69,19 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> None
         default=[],
         metavar="NAME=VALUE",
         help="an environment variable for the function (repeatable)",
+    )
+    parser.add_argument(
+        "--build-context",
+        metavar="DIR",
+        help="image platforms (openfaas, openfunction): write the Docker build context of the "
+        "function image into DIR instead of deploying; build and push it, then deploy with "
+        "--option image=...",
+    )
+    parser.add_argument(
+        "--python",
+        metavar="X.Y",
+        help="with --build-context: the image's Python (default 3.11); match the driver's, "
+        "since tasks travel as cloudpickle",
     )
     parser.add_argument(
         "--no-dependencies",
@@ -122,6 +136,24 @@ def run(args: argparse.Namespace) -> int:
             f"the {args.provider} provider runs functions itself; there is nothing to deploy "
             "(faasml deploy is for cloud providers: 'faasml providers' lists them)"
         )
+    if args.build_context:
+        writer = getattr(cls, "write_build_context", None)
+        if writer is None:
+            raise ConfigurationError(
+                f"the {args.provider} provider deploys a zip, not an image: run faasml deploy "
+                "without --build-context"
+            )
+        extra = {} if args.python is None else {"python_version": args.python}
+        try:
+            path = writer(args.build_context, **extra)
+        except ValueError as exc:
+            raise ConfigurationError(f"--python {args.python!r}: {exc}") from None
+        print(
+            f"wrote the {args.provider} image build context to {path}; build and push it "
+            f"(docker build -t IMAGE {path}), then: faasml deploy --provider {args.provider} "
+            "--option image=IMAGE"
+        )
+        return 0
     secret = resolve_secret(CloudConfig.load({}).secret)
     if not secret:
         raise ConfigurationError(

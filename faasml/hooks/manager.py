@@ -32,7 +32,13 @@ ENTRY_POINT_GROUP = "faasml"
 
 #: built-in plugin modules; they register through the same hooks third parties use.
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    "faasml.providers.aliyun",
+    "faasml.providers.aws",
+    "faasml.providers.huawei",
     "faasml.providers.local",
+    "faasml.providers.openfaas",
+    "faasml.providers.openfunction",
+    "faasml.providers.openwhisk",
     "faasml.pubsub",
     "faasml.storage",
 )

@@ -4,8 +4,8 @@ Platforms that take code as a zip (Lambda, OpenWhisk, Function Compute, Function
 same archive: the ``faasml`` package as installed here, the provider's entry file(s), and the
 runtime dependencies installed by pip for the platform's Linux and Python (binary wheels only, so
 numpy and scipy match the platform, not this machine). The archive is byte-for-byte reproducible
-for the same inputs (fixed timestamps and order), so a redeploy of unchanged code can be skipped
-by comparing digests.
+for the same inputs (fixed timestamps and order): where the platform reports the digest of the
+code it holds (Lambda's ``CodeSha256``), a redeploy of unchanged code skips the upload.
 """
 
 from __future__ import annotations

@@ -288,6 +288,52 @@ def test_deploy_rejects_bad_assignments(
     assert recording == []
 
 
+class ImageFunction(RecordingFunction):
+    """A deployable backend of an image platform: it can write a build context."""
+
+    name: ClassVar[str] = "imaged"
+
+    @classmethod
+    def write_build_context(cls, directory: str, python_version: str = "3.11") -> Path:
+        if python_version.count(".") != 1:
+            raise ValueError("python_version must look like 3.11")
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "Dockerfile").write_text(f"FROM python:{python_version}-slim\n")
+        return path
+
+
+def test_build_context_is_written_without_a_secret_or_a_deploy(
+    register_plugin: PluginRegistrar,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    record = FunctionBackend("imaged", ImageFunction, description="test")
+    register_plugin(
+        SimpleNamespace(faasml_function_backends=hookimpl(lambda: [record])), name="imaged"
+    )
+    RecordingFunction.calls = []
+    monkeypatch.delenv("FAASML_SECRET", raising=False)
+    target = tmp_path / "ctx"
+    assert main(["deploy", "--provider", "imaged", "--build-context", str(target)]) == 0
+    assert (target / "Dockerfile").read_text() == "FROM python:3.11-slim\n"
+    assert RecordingFunction.calls == []
+    assert "--option image=IMAGE" in capsys.readouterr().out
+    argv = ["deploy", "--provider", "imaged", "--build-context", str(target), "--python", "3.12"]
+    assert main(argv) == 0
+    assert (target / "Dockerfile").read_text() == "FROM python:3.12-slim\n"
+    assert main([*argv[:-1], "3"]) == 2
+    assert "--python '3'" in capsys.readouterr().err
+
+
+def test_build_context_on_a_zip_platform_is_refused(
+    recording: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["deploy", "--provider", "recording", "--build-context", str(tmp_path)]) == 2
+    assert "deploys a zip" in capsys.readouterr().err
+
+
 def test_deploy_on_a_provider_that_runs_functions_itself(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
