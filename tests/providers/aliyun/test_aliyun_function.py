@@ -74,7 +74,8 @@ def deployed(emulator: FunctionComputeEmulator) -> FunctionComputeFunction:
 
 class TestFunctionComputeConformance(FunctionTests):
     @pytest.fixture(scope="class")
-    def conformance_deployment(self) -> Iterator[FunctionComputeFunction]:
+    @classmethod
+    def conformance_deployment(cls) -> Iterator[FunctionComputeFunction]:
         # One deployment for the whole suite: starting instances is most of a test's time here.
         with FunctionComputeEmulator(ENDPOINT, {KEY_ID: KEY_SECRET}, instances=2):
             backend = make_backend()

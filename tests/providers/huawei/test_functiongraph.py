@@ -102,7 +102,8 @@ def wait_done(invocation: faasml.Invocation, limit: float = 30.0) -> str:
 
 class TestFunctionGraphConformance(FunctionTests):
     @pytest.fixture(scope="class")
-    def deployment(self) -> Iterator[FunctionGraphEmulator]:
+    @classmethod
+    def deployment(cls) -> Iterator[FunctionGraphEmulator]:
         # One emulated function for the class: its warm runtimes serve every test, as on the
         # platform; each test still gets a fresh backend object.
         emu = FunctionGraphEmulator()

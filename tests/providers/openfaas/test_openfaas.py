@@ -69,7 +69,8 @@ def backend(gateway: GatewayEmulator) -> Iterator[OpenFaaSFunction]:
 
 class TestOpenFaaSConformance(FunctionTests):
     @pytest.fixture(scope="class")
-    def shared_gateway(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayEmulator]:
+    @classmethod
+    def shared_gateway(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayEmulator]:
         # One gateway for the class: its warm replicas survive between tests, as on a real
         # cluster, instead of starting worker processes for every test.
         with GatewayEmulator(tmp_path_factory.mktemp("gateway"), replicas=4) as emulator:

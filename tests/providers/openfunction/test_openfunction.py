@@ -132,7 +132,8 @@ class TestOpenFunctionConformance(FunctionTests):
     # One deployment serves the whole class, as a real function serves many requests: its pods
     # stay warm between tests.
     @pytest.fixture(scope="class")
-    def function(self, build_context: Path) -> Iterator[OpenFunctionFunction]:
+    @classmethod
+    def function(cls, build_context: Path) -> Iterator[OpenFunctionFunction]:
         with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
             cluster = OpenFunctionCluster(mock, revision_timeout=3.0, replicas=4).start()
             cluster.push_image(IMAGE, build_context)
