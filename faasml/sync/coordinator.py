@@ -181,10 +181,10 @@ class StepCoordinator:
                 out.append((s.slot, s.gen))
         return out
 
-    def decide(self) -> list[Decision]:
-        """Make every decision that is ready now (possibly none), in order."""
+    def decide(self, limit: int | None = None) -> list[Decision]:
+        """Make the decisions that are ready now (possibly none), in order, at most ``limit``."""
         made: list[Decision] = []
-        while not self.stopped:
+        while not self.stopped and (limit is None or len(made) < limit):
             dec = self._decide_one()
             if dec is None:
                 break

@@ -215,13 +215,20 @@ class SyncDriver:
                     log.warning("evicting silent worker slot %d generation %d", slot, gen)
                     if self.coordinator.evict(slot, gen):
                         self._relaunch(slot, gen, self.coordinator.last_t(slot) + 1)
-                for decision in self.coordinator.decide():
-                    self._publish(decision)
+                # One decision at a time, each followed by the stop check: a worker running
+                # ahead (ssp, asp) can have several rounds ready at once, and deciding them all
+                # before looking would overshoot the target by a timing-dependent amount.
+                reason = stop_when(self)
+                while reason is None:
+                    made = self.coordinator.decide(limit=1)
+                    if not made:
+                        break
+                    self._publish(made[0])
+                    reason = stop_when(self)
                 if self._fatal is not None:
                     raise self._fatal
                 if self._updater_error is not None:
                     raise self._updater_error
-                reason = stop_when(self)
                 if reason is not None:
                     self.stop_reason = reason
                     break
