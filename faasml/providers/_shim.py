@@ -36,6 +36,7 @@ __all__ = [
     "ENVELOPE_KEY",
     "HANDLER_ENV",
     "error_report",
+    "largest_payload",
     "remote_error",
     "target",
     "unwrap",
@@ -78,6 +79,16 @@ def wrap(data: bytes) -> dict[str, str]:
 def wrapped_size(size: int) -> int:
     """Bytes of the JSON text of :func:`wrap` applied to ``size`` bytes."""
     return len(f'{{"{ENVELOPE_KEY}": ""}}') + 4 * ((size + 2) // 3)
+
+
+def largest_payload(limit: int) -> int:
+    """The largest raw payload whose envelope (:func:`wrapped_size`) is at most ``limit`` bytes."""
+    size = max(0, (limit - wrapped_size(0)) // 4 * 3)
+    while wrapped_size(size + 1) <= limit:
+        size += 1
+    while size > 0 and wrapped_size(size) > limit:
+        size -= 1
+    return size
 
 
 def unwrap(document: Any, what: str = "event") -> bytes:

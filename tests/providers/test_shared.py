@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import io
 import json
 import sys
+import time
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,10 +17,10 @@ import pytest
 
 from faasml import hookimpl
 from faasml.cli import main
-from faasml.errors import ConfigurationError, FunctionError
+from faasml.errors import ConfigurationError, FunctionError, PayloadTooLargeError
 from faasml.hooks import FunctionBackend
 from faasml.interfaces import Function, Invocation
-from faasml.providers import _package, _shim
+from faasml.providers import _common, _package, _shim
 from faasml.testing.platform import HandlerHost
 from faasml.testing.pytest_plugin import PluginRegistrar
 
@@ -83,6 +85,54 @@ def test_remote_error_reads_lambda_spelling() -> None:
     assert error.remote_type == "ValueError"
     assert error.remote_traceback == "a\nb\n"
     assert "ValueError: boom" in str(error)
+
+
+@pytest.mark.parametrize("limit", [0, 10, 256 * 1024, 1024 * 1024, 6 * 1024 * 1024])
+def test_largest_payload_is_the_largest_whose_envelope_fits(limit: int) -> None:
+    size = _shim.largest_payload(limit)
+    if limit >= _shim.wrapped_size(0):
+        assert _shim.wrapped_size(size) <= limit
+    assert _shim.wrapped_size(size + 1) > limit
+
+
+# --------------------------------------------------------------------------- driver helpers
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    assert _common.retry_after_seconds("3") == 3.0
+    assert _common.retry_after_seconds("-2") == 0.0
+    assert _common.retry_after_seconds(None) is None
+    assert _common.retry_after_seconds("") is None
+    assert _common.retry_after_seconds("soon") is None
+    assert _common.retry_after_seconds("inf") is None
+    assert _common.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    soon = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < (_common.retry_after_seconds(soon) or 0) <= 30
+
+
+def test_backoff_grows_is_capped_and_jitters_within_half_a_step() -> None:
+    for attempt, step in [(0, 0.5), (1, 1.0), (3, 4.0), (10, 8.0)]:
+        delays = [_common.backoff_delay(attempt, 0.5, 8.0) for _ in range(200)]
+        assert all(step / 2 <= d <= step for d in delays), (attempt, min(delays), max(delays))
+        assert max(delays) - min(delays) > step / 10  # jittered, not a fixed wait
+
+
+def test_checked_payload_refuses_oversize_before_sending_and_names_the_limit() -> None:
+    fits = _common.checked_payload(bytearray(b"ab"), 2, provider="p", platform="P", why="w")
+    assert fits == b"ab" and isinstance(fits, bytes)
+    with pytest.raises(PayloadTooLargeError) as caught:
+        _common.checked_payload(b"abc", 2, provider="p", platform="Cloud", why="its queue")
+    assert "3 bytes exceeds the Cloud limit of 2 bytes (its queue)" in str(caught.value)
+    assert "object store" in str(caught.value) and caught.value.provider == "p"
+    with pytest.raises(TypeError, match="str"):
+        _common.checked_payload("text", 10, provider="p", platform="P", why="w")
+
+
+def test_excerpt_quotes_and_cuts_bodies() -> None:
+    assert _common.excerpt("  hi\n") == "'hi'"
+    assert _common.excerpt(None) == _common.excerpt("") == "(empty body)"
+    long = "x" * 250
+    assert _common.excerpt(long) == f"{'x' * 200!r}... (250 characters)"
 
 
 # --------------------------------------------------------------------------- packages

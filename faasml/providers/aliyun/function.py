@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import tempfile
 import threading
@@ -66,6 +65,7 @@ from faasml.errors import (
 )
 from faasml.interfaces import Function, Invocation
 from faasml.providers import _package, _shim
+from faasml.providers._common import backoff_delay, checked_payload
 from faasml.runtime import SECRET_ENV
 
 __all__ = ["FunctionComputeFunction"]
@@ -444,17 +444,13 @@ class FunctionComputeFunction(Function):
             raise ServiceUnavailableError(
                 f"the aliyun function {self.service}/{self.function} is closed", provider=self.name
             )
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
-        data = bytes(payload)
-        if len(data) > self.max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"payload of {len(data)} bytes exceeds Function Compute's asynchronous "
-                f"invocation limit of {self.max_payload_bytes} bytes; pass large inputs "
-                "through object storage",
-                provider=self.name,
-            )
-        return data
+        return checked_payload(
+            payload,
+            self.max_payload_bytes,
+            provider=self.name,
+            platform="Function Compute",
+            why="its limit for asynchronous invocations",
+        )
 
     def _request(self, action: str, call: Callable[[], _T]) -> _T:
         """Run one fc2 call, retrying throttled requests, and translate its errors."""
@@ -488,10 +484,9 @@ class FunctionComputeFunction(Function):
             )
             if not retriable or attempt >= self.max_retries:
                 raise error
-            delay = min(self.retry_max_delay, self.retry_base_delay * 2**attempt)
+            delay = backoff_delay(attempt, self.retry_base_delay, self.retry_max_delay)
             attempt += 1
-            # Full jitter: many throttled drivers must not all come back at the same moment.
-            time.sleep(random.uniform(delay / 2, delay))
+            time.sleep(delay)
 
     def _translate(self, exc: Any, action: str, *, retries: int = 0) -> FaaSMLError:
         """The faasml error for ``exc``; ``retries`` is how many retries came before it."""

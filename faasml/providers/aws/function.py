@@ -33,7 +33,6 @@ import io
 import json
 import logging
 import math
-import random
 import re
 import threading
 import time
@@ -61,6 +60,7 @@ from faasml.errors import (
 )
 from faasml.interfaces import Function, Invocation
 from faasml.providers import _package, _shim
+from faasml.providers._common import backoff_delay, checked_payload
 from faasml.storage._aws_errors import (
     SecretValue,
     aws_session,
@@ -181,14 +181,6 @@ def _quiet_wire_logs() -> Iterator[None]:
                 _quiet_saved.clear()
 
 
-def _largest_raw(limit: int) -> int:
-    """The largest raw payload size whose JSON envelope is at most ``limit`` bytes."""
-    size = (limit - _shim.wrapped_size(0)) // 4 * 3
-    while _shim.wrapped_size(size + 1) <= limit:
-        size += 1
-    return size
-
-
 class LambdaFunction(Function):
     """An AWS Lambda function deployed with faasml's handler.
 
@@ -215,7 +207,7 @@ class LambdaFunction(Function):
 
     name: ClassVar[str] = "aws"
     #: the largest raw payload whose envelope fits Lambda's 1 MB ``Event`` request limit.
-    max_payload_bytes: ClassVar[int] = _largest_raw(ASYNC_REQUEST_LIMIT)
+    max_payload_bytes: ClassVar[int] = _shim.largest_payload(ASYNC_REQUEST_LIMIT)
     deployable: ClassVar[bool] = True
     #: first backoff delay in seconds; the n-th retry waits about ``retry_base_delay * 2**n``.
     retry_base_delay: float = 0.2
@@ -476,17 +468,14 @@ class LambdaFunction(Function):
     # ---- invoke internals
 
     def _encode(self, payload: bytes) -> bytes:
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
-        data = bytes(payload)
-        if len(data) > self.max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"payload of {len(data)} bytes exceeds the aws function's limit of "
-                f"{self.max_payload_bytes} bytes (its base64 JSON envelope must fit Lambda's "
-                f"{ASYNC_REQUEST_LIMIT} byte limit for asynchronous invocations); put large "
-                "inputs in the object store",
-                provider=self.name,
-            )
+        data = checked_payload(
+            payload,
+            self.max_payload_bytes,
+            provider=self.name,
+            platform="aws function's",
+            why=f"its base64 JSON envelope must fit Lambda's {ASYNC_REQUEST_LIMIT} byte limit "
+            "for asynchronous invocations",
+        )
         return json.dumps(_shim.wrap(data)).encode("ascii")
 
     def _invoke(self, body: bytes, kind: str, *, read: bool) -> dict[str, Any]:
@@ -522,8 +511,7 @@ class LambdaFunction(Function):
                         error.message = f"{error.message}; gave up after {attempt + 1} attempts"
                         error.args = (error.message,)
                     raise error from exc
-                delay = min(self.retry_max_delay, self.retry_base_delay * 2**attempt)
-                delay *= random.uniform(0.5, 1.0)  # jitter: spread retries of many callers
+                delay = backoff_delay(attempt, self.retry_base_delay, self.retry_max_delay)
                 if retry_after is not None:
                     delay = max(delay, retry_after)
                 _log.info(

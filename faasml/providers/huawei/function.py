@@ -44,7 +44,6 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import threading
 import time
@@ -87,6 +86,7 @@ from faasml.errors import (
 )
 from faasml.interfaces import Function, Invocation, InvocationStatus
 from faasml.providers import _shim
+from faasml.providers._common import backoff_delay, checked_payload, retry_after_seconds
 from faasml.providers._package import build_zip, runtime_requirements, zip_digest
 from faasml.runtime import SECRET_ENV
 
@@ -151,16 +151,6 @@ _MAX_DELAY = 20.0
 _MAX_RETRY_AFTER = 60.0
 
 
-def _largest_payload(limit: int) -> int:
-    """The largest raw payload whose envelope (:func:`_shim.wrapped_size`) fits ``limit``."""
-    size = (limit - _shim.wrapped_size(0)) // 4 * 3
-    while _shim.wrapped_size(size + 1) <= limit:
-        size += 1
-    while _shim.wrapped_size(size) > limit:
-        size -= 1
-    return size
-
-
 def _as_int(value: object) -> int | None:
     try:
         return int(str(value).strip())
@@ -205,7 +195,7 @@ class FunctionGraphFunction(Function):
 
     name: ClassVar[str] = "huawei"
     #: the largest raw payload whose envelope fits FunctionGraph's 256 KB asynchronous limit.
-    max_payload_bytes: ClassVar[int] = _largest_payload(ASYNC_REQUEST_LIMIT)
+    max_payload_bytes: ClassVar[int] = _shim.largest_payload(ASYNC_REQUEST_LIMIT)
     deployable: ClassVar[bool] = True
     #: read timeout in seconds of an asynchronous-status request (:meth:`Invocation.poll`): a
     #: stalled request gives up after it and leaves the status as it was. Applies to the client
@@ -629,22 +619,14 @@ class FunctionGraphFunction(Function):
                 raise self._api_error(exc, operation, attempts=attempt + 1) from exc
 
     def _retry_after(self) -> float | None:
-        raw = self._last_headers().get("Retry-After")
-        try:
-            seconds = float(raw) if raw is not None else None
-        except ValueError:
-            return None  # an HTTP date: rare for APIs; fall back to the backoff
-        if seconds is None or not 0 <= seconds < math.inf:
-            return None
-        return min(seconds, _MAX_RETRY_AFTER)
+        seconds = retry_after_seconds(self._last_headers().get("Retry-After"))
+        return None if seconds is None else min(seconds, _MAX_RETRY_AFTER)
 
     def _retry_delay(self, attempt: int) -> float:
         retry_after = self._retry_after()
         if retry_after is not None:
             return retry_after
-        ceiling = min(_MAX_DELAY, self.backoff * 2**attempt)
-        # "Full jitter": many throttled clients spread out instead of retrying in lockstep.
-        return random.uniform(ceiling / 2, ceiling)
+        return backoff_delay(attempt, self.backoff, _MAX_DELAY)
 
     def _api_error(self, exc: Exception, operation: str, *, attempts: int) -> Exception:
         """The faasml error for an SDK exception raised by ``operation``."""
@@ -738,17 +720,14 @@ class FunctionGraphFunction(Function):
         return True
 
     def _check_payload(self, payload: bytes) -> bytes:
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
-        data = bytes(payload)
-        if len(data) > self.max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"payload of {len(data)} bytes exceeds the huawei function's limit of "
-                f"{self.max_payload_bytes} bytes (FunctionGraph takes {ASYNC_REQUEST_LIMIT} bytes "
-                "per asynchronous request, and the base64 JSON envelope adds a third)",
-                provider=self.name,
-            )
-        return data
+        return checked_payload(
+            payload,
+            self.max_payload_bytes,
+            provider=self.name,
+            platform="huawei function's",
+            why=f"FunctionGraph takes {ASYNC_REQUEST_LIMIT} bytes per asynchronous request, "
+            "and the base64 JSON envelope adds a third",
+        )
 
     # ---- internals: reading failures
 

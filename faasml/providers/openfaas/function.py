@@ -27,11 +27,8 @@ faas-provider ``proxy/proxy.go``, of-watchdog ``executor/http_runner.go``):
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import math
-import random
 import re
 import time
 import uuid
@@ -57,6 +54,7 @@ from faasml.errors import (
 )
 from faasml.interfaces import Function, Invocation
 from faasml.providers import _shim
+from faasml.providers._common import backoff_delay, checked_payload, excerpt, retry_after_seconds
 from faasml.providers.openfaas.build import write_build_context
 from faasml.providers.openfaas.handler import ERROR_HEADER, SECRET_NAME
 
@@ -438,17 +436,13 @@ class OpenFaaSFunction(Function):
         return f"/{route}/{self._qualified_name}"
 
     def _check_payload(self, payload: bytes) -> bytes:
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
-        data = bytes(payload)
-        if len(data) > self.max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"payload of {len(data)} bytes exceeds the OpenFaaS limit of "
-                f"{self.max_payload_bytes} bytes (a queued request is base64 in JSON under "
-                "NATS's 1 MiB max_payload); store large inputs in the object store",
-                provider=self.name,
-            )
-        return data
+        return checked_payload(
+            payload,
+            self.max_payload_bytes,
+            provider=self.name,
+            platform="OpenFaaS",
+            why="a queued request is base64 in JSON under NATS's 1 MiB max_payload",
+        )
 
     def _auth(self) -> tuple[str, str]:
         try:
@@ -547,7 +541,7 @@ class OpenFaaSFunction(Function):
                 ) from exc
             if response.status_code != 429:
                 return response
-            retry_after = _retry_after(response)
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if attempt >= self.max_retries:
                 raise ThrottledError(
                     f"the OpenFaaS gateway throttled {method} {path} (429) "
@@ -561,9 +555,7 @@ class OpenFaaSFunction(Function):
             if retry_after is not None:
                 delay = min(retry_after, self.retry_max_delay)
             else:
-                # Jittered (half to all of the step) so concurrent retries spread out, not align.
-                cap = min(self.retry_max_delay, self.retry_base_delay * 2**attempt)
-                delay = random.uniform(cap / 2, cap)
+                delay = backoff_delay(attempt, self.retry_base_delay, self.retry_max_delay)
             logger.debug(
                 "OpenFaaS gateway throttled %s %s; retrying in %.2f s", method, path, delay
             )
@@ -605,7 +597,7 @@ class OpenFaaSFunction(Function):
             if from_gateway and elapsed >= self.timeout:
                 raise InvocationTimeoutError(
                     f"function {name} gave no answer within its {self.timeout:g} s time limit "
-                    f"(gateway answered {status}: {_excerpt(response) or 'no body'}); raise "
+                    f"(gateway answered {status}: {_excerpt(response)}); raise "
                     "timeout, and the gateway's upstream_timeout if it is lower",
                     provider=self.name,
                     status=status,
@@ -613,7 +605,7 @@ class OpenFaaSFunction(Function):
                 )
             raise WorkerDiedError(
                 f"the process running function {name} died before answering (HTTP {status}: "
-                f"{_excerpt(response) or 'no body'}); check `faas-cli logs {self.function_name}`",
+                f"{_excerpt(response)}); check `faas-cli logs {self.function_name}`",
                 provider=self.name,
                 status=status,
                 request_id=request_id,
@@ -688,25 +680,6 @@ def _go_duration(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), if valid."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
 def _excerpt(response: requests.Response) -> str:
-    """The start of a response body as text, for error messages."""
-    text = response.content[:_TEXT_EXCERPT].decode("utf-8", errors="replace").strip()
-    return text + ("..." if len(response.content) > _TEXT_EXCERPT else "")
+    """The start of a response body, for error messages."""
+    return excerpt(response.text, _TEXT_EXCERPT)

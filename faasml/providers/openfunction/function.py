@@ -46,12 +46,10 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import email.utils
 import json
 import logging
 import math
 import os
-import random
 import re
 import shutil
 import tempfile
@@ -83,6 +81,7 @@ from faasml.errors import (
 )
 from faasml.interfaces import Function, Invocation
 from faasml.providers import _shim
+from faasml.providers._common import backoff_delay, checked_payload, excerpt, retry_after_seconds
 from faasml.providers.openfunction.handler import ERROR_HEADER
 
 __all__ = ["OpenFunctionFunction", "OpenFunctionInvocation"]
@@ -605,16 +604,13 @@ class OpenFunctionFunction(Function):
     # ---- invocation internals
 
     def _check_payload(self, payload: bytes) -> bytes:
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
-        data = bytes(payload)
-        if len(data) > self.max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"payload of {len(data)} bytes exceeds the OpenFunction limit of "
-                f"{self.max_payload_bytes} bytes (functions-framework's MAX_CONTENT_LENGTH); "
-                "keep large inputs in the object store",
-                provider=_PROVIDER,
-            )
+        data = checked_payload(
+            payload,
+            self.max_payload_bytes,
+            provider=_PROVIDER,
+            platform="OpenFunction",
+            why="functions-framework's MAX_CONTENT_LENGTH",
+        )
         if self._closed:
             raise self._closed_error()
         return data
@@ -656,7 +652,9 @@ class OpenFunctionFunction(Function):
                 response.status_code == 503 and "queue full" in response.text
             )
             if throttled and attempt < self.max_retries:
-                delay = self._backoff(attempt, _retry_after(response))
+                delay = self._backoff(
+                    attempt, retry_after_seconds(response.headers.get("Retry-After"))
+                )
                 logger.debug(
                     "OpenFunction function %s throttled (HTTP %d); retry %d/%d in %.2f s",
                     url,
@@ -673,7 +671,7 @@ class OpenFunctionFunction(Function):
     def _invoke_error(self, response: requests.Response, url: str, attempts: int) -> Exception:
         status = response.status_code
         request_id = response.headers.get("X-Request-Id")
-        text = _excerpt(response)
+        text = excerpt(response.text)
         where = f"the OpenFunction function {self.namespace}/{self.function_name} ({url})"
         common: dict[str, Any] = {"provider": _PROVIDER, "status": status, "request_id": request_id}
         if status == 500 and response.headers.get(ERROR_HEADER):
@@ -693,7 +691,7 @@ class OpenFunctionFunction(Function):
             return ThrottledError(
                 f"{where} is throttling requests (HTTP {status}: {text}); gave up after "
                 f"{attempts} attempts: lower concurrency or raise the function's maxReplicas",
-                retry_after=_retry_after(response),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
                 **common,
             )
         if status == 504:
@@ -756,9 +754,7 @@ class OpenFunctionFunction(Function):
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.retry_max_delay)
-        ceiling = min(self.retry_max_delay, self.retry_base_delay * 2.0**attempt)
-        # "Equal jitter": at least half the exponential delay, so retries still spread out.
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return backoff_delay(attempt, self.retry_base_delay, self.retry_max_delay)
 
     def _closed_error(self) -> ServiceUnavailableError:
         return ServiceUnavailableError(
@@ -847,7 +843,9 @@ class OpenFunctionFunction(Function):
                     provider=_PROVIDER,
                 ) from None
             if response.status_code == 429 and attempt < self.max_retries:
-                self._sleep(self._backoff(attempt, _retry_after(response)))
+                self._sleep(
+                    self._backoff(attempt, retry_after_seconds(response.headers.get("Retry-After")))
+                )
                 attempt += 1
                 continue
             return response
@@ -862,7 +860,7 @@ class OpenFunctionFunction(Function):
         if not isinstance(document, dict):
             document = {}
         reason = str(document.get("reason") or "")
-        message = str(document.get("message") or _excerpt(response))
+        message = str(document.get("message") or excerpt(response.text))
         common: dict[str, Any] = {
             "provider": _PROVIDER,
             "status": status,
@@ -891,7 +889,7 @@ class OpenFunctionFunction(Function):
         if status == 429:
             return ThrottledError(
                 f"{text} (429, after {self.max_retries + 1} attempts)",
-                retry_after=_retry_after(response),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
                 **common,
             )
         if status >= 500:
@@ -1120,27 +1118,6 @@ def _crd_missing(response: requests.Response) -> bool:
         return True
     details = document.get("details") if isinstance(document, dict) else None
     return not (isinstance(details, dict) and details.get("name"))
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date), if any."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _excerpt(response: requests.Response, limit: int = 200) -> str:
-    text = response.text.strip().replace("\n", " ")
-    return text[:limit] + ("..." if len(text) > limit else "") if text else "empty body"
 
 
 _DOCKERFILE = """\

@@ -26,12 +26,10 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -55,9 +53,10 @@ from faasml.errors import (
 )
 from faasml.interfaces import Function, Invocation
 from faasml.providers import _shim
+from faasml.providers._common import backoff_delay, checked_payload, excerpt, retry_after_seconds
 from faasml.providers._package import build_zip, runtime_requirements, zip_digest
 
-__all__ = ["OpenWhiskFunction", "OpenWhiskInvocation", "max_raw_payload"]
+__all__ = ["OpenWhiskFunction", "OpenWhiskInvocation"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +99,6 @@ _ENTRY = (
     '__all__ = ["main"]\n'
 )
 ENTRY_FILE = "__main__.py"
-
-
-def max_raw_payload(limit: int) -> int:
-    """The largest raw payload whose :func:`~faasml.providers._shim.wrap` JSON fits ``limit``."""
-    size = (limit - _shim.wrapped_size(0)) // 4 * 3
-    while _shim.wrapped_size(size + 1) <= limit:
-        size += 1
-    while size > 0 and _shim.wrapped_size(size) > limit:
-        size -= 1
-    return size
 
 
 # --------------------------------------------------------------------------- invocations
@@ -162,7 +151,7 @@ class OpenWhiskFunction(Function):
 
     name: ClassVar[str] = _PROVIDER
     #: raw bytes whose base64 JSON envelope fits OpenWhisk's 1 MB payload (and result) limit.
-    max_payload_bytes: ClassVar[int] = max_raw_payload(PAYLOAD_LIMIT)
+    max_payload_bytes: ClassVar[int] = _shim.largest_payload(PAYLOAD_LIMIT)
     deployable: ClassVar[bool] = True
     #: first backoff delay in seconds after a 429; doubled on each retry (with jitter).
     retry_base_delay: float = 0.5
@@ -512,16 +501,14 @@ class OpenWhiskFunction(Function):
     # ---- internals: requests
 
     def _body(self, payload: bytes) -> str:
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
-        data = bytes(payload)
-        if len(data) > self.max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"payload of {len(data)} bytes exceeds the OpenWhisk function's limit of "
-                f"{self.max_payload_bytes} bytes (OpenWhisk accepts {PAYLOAD_LIMIT} bytes of "
-                "JSON parameters, and the payload travels base64-encoded)",
-                provider=_PROVIDER,
-            )
+        data = checked_payload(
+            payload,
+            self.max_payload_bytes,
+            provider=_PROVIDER,
+            platform="OpenWhisk function's",
+            why=f"OpenWhisk accepts {PAYLOAD_LIMIT} bytes of JSON parameters, and the payload "
+            "travels base64-encoded",
+        )
         # json.dumps's default separators are what _shim.wrapped_size counts.
         return json.dumps(_shim.wrap(data))
 
@@ -587,7 +574,7 @@ class OpenWhiskFunction(Function):
                 ) from None
             if response.status_code != 429:
                 return response
-            retry_after = _retry_after(response)
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if attempt >= self.max_retries:
                 raise ThrottledError(
                     f"OpenWhisk throttled the request to {what} {self._where} "
@@ -606,9 +593,7 @@ class OpenWhiskFunction(Function):
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, _BACKOFF_CAP)
-        ceiling = min(_BACKOFF_CAP, self.retry_base_delay * 2.0**attempt)
-        # "Equal jitter": never less than half the step, so retries do spread out in time.
-        return ceiling / 2 + random.uniform(0.0, ceiling / 2)
+        return backoff_delay(attempt, self.retry_base_delay, _BACKOFF_CAP)
 
     def _action_exists(self) -> bool:
         response = self._request(
@@ -649,7 +634,7 @@ class OpenWhiskFunction(Function):
             return _shim.unwrap(document, "OpenWhisk action's result")
         except ValueError as exc:
             raise ProviderError(
-                f"{exc}: {_excerpt(_text(document))}; is {self._where} an action deployed by "
+                f"{exc}: {excerpt(_text(document))}; is {self._where} an action deployed by "
                 "`faasml deploy --provider openwhisk`?",
                 provider=_PROVIDER,
                 request_id=activation_id,
@@ -707,7 +692,7 @@ class OpenWhiskFunction(Function):
         if not isinstance(response, Mapping):
             return None, ProviderError(
                 f"activation {activation_id} has no response in its record: "
-                f"{_excerpt(_text(record))}",
+                f"{excerpt(_text(record))}",
                 provider=_PROVIDER,
                 request_id=activation_id,
             )
@@ -871,7 +856,7 @@ class OpenWhiskFunction(Function):
         if status == 429:
             return ThrottledError(
                 f"OpenWhisk throttled the request to {what} {self._where}: {text}",
-                retry_after=_retry_after(response),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
                 **common,
             )
         if status == 408 or status >= 500:
@@ -943,21 +928,11 @@ def _json_object(response: requests.Response, what: str) -> dict[str, Any]:
         return document
     raise ProviderError(
         f"OpenWhisk answered {response.status_code} to the request to {what} with a body that "
-        f"is not a JSON object: {_excerpt(response.text)}",
+        f"is not a JSON object: {excerpt(response.text)}",
         provider=_PROVIDER,
         status=response.status_code,
         request_id=response.headers.get("x-openwhisk-activation-id"),
     )
-
-
-def _excerpt(text: str | None, limit: int = 200) -> str:
-    """``text`` quoted for an error message, cut to ``limit`` characters."""
-    text = (text or "").strip()
-    if not text:
-        return "(empty)"
-    if len(text) > limit:
-        return f"{text[:limit]!r}... ({len(text)} characters)"
-    return repr(text)
 
 
 def _text(value: Any) -> str:
@@ -975,20 +950,3 @@ def _error_code(response: requests.Response) -> str | None:
     document = _json(response)
     code = document.get("code") if isinstance(document, Mapping) else None
     return str(code) if code is not None else None
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), if there is one."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    seconds: float = when.timestamp() - time.time()
-    return max(0.0, seconds)

@@ -38,7 +38,6 @@ from faasml.providers.openfunction.function import (
     OpenFunctionFunction,
     OpenFunctionInvocation,
     _address,
-    _retry_after,
 )
 from faasml.testing.conformance.function import FunctionTests
 
@@ -766,17 +765,6 @@ def test_build_context_installs_the_default_backends_clients(
     assert "FROM python:3.12-slim" in (other / "Dockerfile").read_text()
     with pytest.raises(ValueError, match="python_version"):
         OpenFunctionFunction.write_build_context(tmp_path / "bad", python_version="3.12-alpine")
-
-
-def test_retry_after_parses_seconds_and_dates() -> None:
-    class Answer:
-        def __init__(self, value: str | None) -> None:
-            self.headers = {} if value is None else {"Retry-After": value}
-
-    assert _retry_after(Answer("3")) == 3.0  # type: ignore[arg-type]
-    assert _retry_after(Answer(None)) is None  # type: ignore[arg-type]
-    assert _retry_after(Answer("Wed, 21 Oct 2015 07:28:00 GMT")) == 0.0  # type: ignore[arg-type]
-    assert _retry_after(Answer("soon")) is None  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- end to end
