@@ -15,6 +15,7 @@ import importlib.metadata
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,13 @@ from pathlib import Path
 
 from faasml.errors import ConfigurationError, ProviderError
 
-__all__ = ["build_zip", "runtime_requirements", "zip_digest"]
+__all__ = [
+    "build_zip",
+    "check_python_version",
+    "copy_package",
+    "runtime_requirements",
+    "zip_digest",
+]
 
 # 1980-01-01, the earliest time a zip entry can carry: every build gets the same bytes.
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -67,6 +74,34 @@ def _package_files(root: Path) -> Iterable[tuple[str, Path]]:
             path = Path(folder) / name
             found.append((path.relative_to(base).as_posix(), path))
     return sorted(found)
+
+
+def copy_package(directory: str | os.PathLike[str]) -> Path:
+    """Put a fresh copy of the installed faasml package in ``directory/faasml`` (an image's
+    build context); an older copy there is removed first, so no stale module lingers.
+
+    :returns: ``directory`` as a :class:`~pathlib.Path`.
+    """
+    import faasml
+
+    target = Path(directory)
+    shutil.rmtree(target / "faasml", ignore_errors=True)
+    for name, path in _package_files(Path(faasml.__file__).resolve().parent):
+        destination = target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
+    return target
+
+
+def check_python_version(python_version: object) -> str:
+    """``python_version`` if it looks like ``"3.11"`` (an image tag's ``X.Y``).
+
+    :raises ValueError: it does not.
+    """
+    parts = python_version.split(".") if isinstance(python_version, str) else []
+    if len(parts) != 2 or not all(part.isdigit() for part in parts):
+        raise ValueError(f"python_version must look like '3.11', got {python_version!r}")
+    return str(python_version)
 
 
 def _add(archive: zipfile.ZipFile, name: str, data: bytes, executable: bool = False) -> None:

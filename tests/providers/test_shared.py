@@ -169,6 +169,23 @@ def test_zip_runs_its_entry_with_only_the_zip_on_the_path(tmp_path: Path) -> Non
     assert str(archive) in out  # faasml was imported from inside the zip
 
 
+def test_copy_package_replaces_an_older_copy(tmp_path: Path) -> None:
+    stale = tmp_path / "faasml" / "gone.py"
+    stale.parent.mkdir()
+    stale.write_text("old = True\n")
+    assert _package.copy_package(tmp_path) == tmp_path
+    assert not stale.exists()
+    assert (tmp_path / "faasml" / "runtime" / "__init__.py").is_file()
+    assert not list(tmp_path.rglob("__pycache__"))
+
+
+@pytest.mark.parametrize("bad", ["3", "3.11.2", "3.x", "py3.11", 3.11])
+def test_python_versions_must_look_like_major_minor(bad: object) -> None:
+    assert _package.check_python_version("3.12") == "3.12"
+    with pytest.raises(ValueError, match="3.11"):
+        _package.check_python_version(bad)
+
+
 def test_runtime_requirements_follow_the_package_metadata() -> None:
     core = _package.runtime_requirements()
     names = {r.split(">")[0].split("=")[0].split("<")[0] for r in core}

@@ -19,10 +19,9 @@ whose ``lang`` is ``dockerfile``) then produces the image to pass as ``image=``.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from faasml.providers._package import runtime_requirements
+from faasml.providers._package import check_python_version, copy_package, runtime_requirements
 
 __all__ = ["INDEX_PY", "WATCHDOG_IMAGE", "write_build_context"]
 
@@ -158,11 +157,7 @@ def write_build_context(directory: str | Path, *, python_version: str = "3.11") 
     :returns: ``directory`` as a :class:`~pathlib.Path`.
     :raises ValueError: ``python_version`` is not like ``"3.11"``.
     """
-    import faasml
-
-    parts = python_version.split(".")
-    if len(parts) != 2 or not all(part.isdigit() for part in parts):
-        raise ValueError(f"python_version must look like '3.11', got {python_version!r}")
+    check_python_version(python_version)
     root = Path(directory)
     (root / "function").mkdir(parents=True, exist_ok=True)
     (root / "Dockerfile").write_text(
@@ -182,13 +177,4 @@ def write_build_context(directory: str | Path, *, python_version: str = "3.11") 
     (root / "function" / "requirements.txt").write_text(
         "# add the packages your tasks import here\n", encoding="utf-8"
     )
-    package = Path(faasml.__file__).resolve().parent
-    target = root / "faasml"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(
-        package,
-        target,
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.egg-info"),
-    )
-    return root
+    return copy_package(root)

@@ -51,7 +51,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import tempfile
 import threading
 import time
@@ -539,12 +538,13 @@ class OpenFunctionFunction(Function):
         :returns: ``directory`` as a :class:`~pathlib.Path`.
         :raises ValueError: ``python_version`` is not like ``"3.11"``.
         """
-        import faasml
-        from faasml.providers._package import _package_files, runtime_requirements
+        from faasml.providers._package import (
+            check_python_version,
+            copy_package,
+            runtime_requirements,
+        )
 
-        parts = python_version.split(".") if isinstance(python_version, str) else []
-        if len(parts) != 2 or not all(part.isdigit() for part in parts):
-            raise ValueError(f"python_version must look like '3.11', got {python_version!r}")
+        check_python_version(python_version)
         target = Path(directory)
         target.mkdir(parents=True, exist_ok=True)
         requirements = [_FUNCTIONS_FRAMEWORK]
@@ -560,13 +560,7 @@ class OpenFunctionFunction(Function):
         }
         for name, text in files.items():
             (target / name).write_text(text)
-        root = Path(faasml.__file__).resolve().parent
-        shutil.rmtree(target / "faasml", ignore_errors=True)
-        for name, path in _package_files(root):
-            destination = target / name
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, destination)
-        return target
+        return copy_package(target)
 
     # ---- lifecycle and introspection
 
